@@ -1,0 +1,1 @@
+"""DVAE#: discrete variational autoencoders with relaxed Boltzmann priors, in TensorFlow 2."""
