@@ -1,0 +1,302 @@
+"""The run configuration: one typed `HParams`, built from a JSON file plus flags and validated here.
+
+Every other module reads a finished `HParams`; nothing downstream re-checks a value. The tables
+of the paper that pick defaults live here too: the network structures (SPEC §4), the smoothing
+β per dataset, structure and baseline (SPEC §6), and the evaluation split sizes (SPEC §5, §7).
+
+    hparams, notes = load_hparams("omniglot", {"k": 5})   # hparams/omniglot.json, then a flag
+    for note in notes:
+      print(note)                                          # flag --k=5 overrides k=1 from ...
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import typing
+
+DATASETS = ("binarized_mnist", "omniglot")
+BASELINES = ("dvae_spike_exp", "dvaepp_exp", "dvaepp_power", "dvaes_gi", "dvaes_gauss",
+             "dvaes_exp", "dvaes_unexp", "dvaes_power")
+SAMPLERS = ("pcd", "pa")
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
+
+HIDDEN_UNITS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+  """Latent layers × units per layer, and deterministic hidden layers per network (SPEC §4)."""
+  num_latent_layers: int
+  latent_units: int
+  num_hidden: int
+
+
+STRUCTURES = {
+    "1-layer-lin": Structure(num_latent_layers=1, latent_units=200, num_hidden=0),
+    "1-layer-nonlin": Structure(num_latent_layers=1, latent_units=200, num_hidden=2),
+    "2-layer-nonlin": Structure(num_latent_layers=2, latent_units=200, num_hidden=2),
+    "4-layer-nonlin": Structure(num_latent_layers=4, latent_units=100, num_hidden=2),
+}
+
+# SPEC §6: (dataset, structures sharing the row, β per baseline in the order of BASELINES).
+_BETA_ROWS = (
+    ("binarized_mnist", ("1-layer-lin",), (5, 12, 40, 40, 40, 12, 40, 40)),
+    ("binarized_mnist", ("1-layer-nonlin",), (5, 14, 30, 30, 30, 12, 30, 40)),
+    ("binarized_mnist", ("2-layer-nonlin", "4-layer-nonlin"), (4, 10, 30, 30, 25, 10, 16, 30)),
+    ("omniglot", ("1-layer-lin",), (4, 14, 40, 40, 40, 12, 40, 40)),
+    ("omniglot", ("1-layer-nonlin",), (4, 12, 40, 30, 25, 10, 16, 30)),
+    ("omniglot", ("2-layer-nonlin", "4-layer-nonlin"), (4, 10, 30, 25, 25, 8, 16, 20)),
+)
+BETAS = {(dataset, struct, baseline): float(beta)
+         for dataset, structs, row in _BETA_ROWS for struct in structs
+         for baseline, beta in zip(BASELINES, row)}
+
+# Validation and test sizes of the published splits (SPEC §7); evaluation batches divide both,
+# so every image is evaluated exactly once with a static batch shape.
+EVAL_SPLIT_SIZES = {
+    "binarized_mnist": {"valid": 10_000, "test": 10_000},
+    "omniglot": {"valid": 1345, "test": 8070},
+}
+DEFAULT_EVAL_BATCH_SIZE = {"binarized_mnist": 1000, "omniglot": 269}
+
+HPARAMS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
+
+
+class ConfigError(ValueError):
+  """A configuration value that cannot be used; the message is one line for the user."""
+
+
+def default_beta(dataset, struct, baseline):
+  """β of SPEC §6 for a dataset, structure and baseline (for dvaes_gi: the lower bound on λ)."""
+  try:
+    return BETAS[dataset, struct, baseline]
+  except KeyError:
+    raise ValueError(
+        f"no default beta for ({dataset!r}, {struct!r}, {baseline!r}); datasets: "
+        f"{', '.join(DATASETS)}; structures: {', '.join(STRUCTURES)}; "
+        f"baselines: {', '.join(BASELINES)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  """Everything a run depends on. Build it with `load_hparams`, which validates and resolves it.
+
+  `beta`, `eval_batch_size` and `eval_every` are `None` only before resolution: `load_hparams`
+  fills them from the β table, the dataset's default evaluation batch, and the schedule of
+  SPEC §5 (every 20,000 steps, or 10,000 when `num_train_iter` ≤ 100,000).
+  `verify_data` checks data files against their published hashes (see `dvae.data`).
+  """
+  dataset: str = "binarized_mnist"
+  struct: str = "2-layer-nonlin"
+  baseline: str = "dvaes_power"
+  k: int = 1
+  beta: float | None = None
+  sampler: str = "pa"
+  num_chains: int = 1000
+  num_sweeps: int = 40
+  num_train_iter: int = 1_000_000
+  train_batch_size: int = 100
+  eval_batch_size: int | None = None
+  eval_iw_samples: int = 4000
+  periodic_eval_iw_samples: int = 100
+  eval_every: int | None = None
+  base_lr: float = 3e-3
+  seed: int = 0
+  data_dir: str | None = None
+  verify_data: bool = True
+  log_dir: str = "logs"
+  export_dir: str | None = None
+  distribute: str = "none"
+  checkpoint_every_steps: int = 1000
+  checkpoint_every_secs: float = 300.0
+
+  @property
+  def structure(self):
+    return STRUCTURES[self.struct]
+
+  @property
+  def num_latent_layers(self):
+    return self.structure.num_latent_layers
+
+  @property
+  def latent_units(self):
+    """Units per latent layer; the RBM has `num_latent_layers * latent_units` units."""
+    return self.structure.latent_units
+
+  @property
+  def num_hidden(self):
+    """Deterministic hidden layers (of `HIDDEN_UNITS` each) in every encoder and decoder MLP."""
+    return self.structure.num_hidden
+
+  def to_dict(self):
+    """The resolved values, for results.json."""
+    return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = typing.get_type_hints(HParams)
+_CHOICES = {"dataset": DATASETS, "struct": tuple(STRUCTURES), "baseline": BASELINES,
+            "sampler": SAMPLERS, "distribute": DISTRIBUTE}
+_AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
+                 "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
+                 "checkpoint_every_steps")
+_POSITIVE_REALS = ("beta", "base_lr", "checkpoint_every_secs")
+# The model feeds the seed to int32 stateless seeds.
+_MAX_SEED = 2**31 - 1
+
+
+def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
+  """Reads, merges, validates and resolves a configuration.
+
+  Args:
+    source: `None` (the defaults), a path to a JSON object of hparams, or a bare name such as
+      "omniglot" looked up as `<hparams_dir>/omniglot.json`.
+    overrides: dict of values set on the command line (only those the user set); they win over
+      the file. An empty string for `data_dir` or `export_dir` means unset, since a flag cannot
+      spell `null`.
+    hparams_dir: the folder for bare names.
+
+  Returns:
+    `(hparams, notes)`: the validated `HParams` with every `None` default resolved, and lines for
+    the log (flags that override the file, the β taken from the table).
+
+  Raises:
+    ConfigError: with a one-line message naming the problem, where it came from, and what is
+      allowed.
+  """
+  values, origins = {}, {}
+  path = None
+  if source is not None:
+    path = _find_hparams_file(source, hparams_dir)
+    for key, value in _read_json_object(path).items():
+      values[key], origins[key] = _checked(key, value, path), path
+  notes = []
+  for key, value in (overrides or {}).items():
+    origin = f"flag --{key}"
+    value = _checked(key, value, origin)
+    if key in values and values[key] != value:
+      notes.append(f"flag --{key}={_show(value)} overrides {key}={_show(values[key])} from {path}")
+    values[key], origins[key] = value, origin
+
+  hparams = HParams(**values)
+  for key, allowed in _CHOICES.items():
+    if getattr(hparams, key) not in allowed:
+      raise ConfigError(f"unknown {key} {getattr(hparams, key)!r} ({_where(origins, key)}); "
+                        f"allowed: {', '.join(allowed)}")
+  resolved = {}
+  if hparams.beta is None:
+    resolved["beta"] = default_beta(hparams.dataset, hparams.struct, hparams.baseline)
+    notes.append(f"beta={_show(resolved['beta'])} from the β table for {hparams.dataset}, "
+                 f"{hparams.struct}, {hparams.baseline}")
+  if hparams.eval_batch_size is None:
+    resolved["eval_batch_size"] = DEFAULT_EVAL_BATCH_SIZE[hparams.dataset]
+  if hparams.eval_every is None:
+    resolved["eval_every"] = 10_000 if hparams.num_train_iter <= 100_000 else 20_000
+  hparams = dataclasses.replace(hparams, **resolved)
+  _check_ranges(hparams, origins)
+  return hparams, notes
+
+
+def _find_hparams_file(source, hparams_dir):
+  if os.path.isfile(source):
+    return source
+  candidates = [source]
+  if os.sep not in source and "/" not in source:
+    name = source if source.endswith(".json") else f"{source}.json"
+    candidates.append(os.path.join(hparams_dir, name))
+    if os.path.isfile(candidates[-1]):
+      return candidates[-1]
+  listing = os.listdir(hparams_dir) if os.path.isdir(hparams_dir) else []
+  available = sorted(f[:-len(".json")] for f in listing if f.endswith(".json"))
+  raise ConfigError(f"hparams file {source!r} not found (looked for {' and '.join(candidates)}); "
+                    f"give a JSON file or one of the bare names: {', '.join(available)}")
+
+
+def _read_json_object(path):
+  def refuse_duplicates(pairs):
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+      raise ConfigError(f"{path}: key {repeated[0]!r} appears more than once; "
+                        "give each hparam once")
+    return dict(pairs)
+
+  try:
+    with open(path, encoding="utf-8") as f:
+      content = json.load(f, object_pairs_hook=refuse_duplicates)
+  except OSError as e:
+    raise ConfigError(f"cannot read hparams file {path}: {e.strerror}; "
+                      "give a readable JSON file") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConfigError(f"{path} is not valid JSON ({e}); an hparams file is one JSON object "
+                      'such as {"k": 5}') from None
+  if not isinstance(content, dict):
+    raise ConfigError(f"{path} holds a JSON {type(content).__name__}, not an object; an hparams "
+                      'file is one JSON object such as {"k": 5}')
+  return content
+
+
+def _checked(key, value, origin):
+  """`value` as the field's type, or a ConfigError; ints are accepted where floats are."""
+  if key not in _FIELD_TYPES:
+    close = difflib.get_close_matches(key, _FIELD_TYPES, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown hparam {key!r} ({origin}); {hint}"
+                      f"allowed: {', '.join(_FIELD_TYPES)}")
+  annotation = _FIELD_TYPES[key]
+  optional = type(None) in typing.get_args(annotation)
+  kind = next(t for t in (bool, int, float, str)
+              if t in (annotation, *typing.get_args(annotation)))
+  if optional and kind is str and value == "":
+    return None
+  if value is None and optional:
+    return None
+  # bool is a subclass of int in Python, but `"k": true` is a mistake, not k=1.
+  if kind is bool:
+    ok = isinstance(value, bool)
+  elif kind is int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+  elif kind is float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  else:
+    ok = isinstance(value, str)
+  if not ok:
+    expected = {bool: "true or false", int: "an integer", float: "a number",
+                str: "a string"}[kind] + (" or null" if optional else "")
+    raise ConfigError(f"hparam {key} must be {expected}, got {_show(value)} "
+                      f"({type(value).__name__}) ({origin})")
+  return float(value) if kind is float else value
+
+
+def _check_ranges(hparams, origins):
+  def refuse(key, requirement):
+    raise ConfigError(f"hparam {key}={_show(getattr(hparams, key))} ({_where(origins, key)}) "
+                      f"must be {requirement}")
+
+  for key in _AT_LEAST_ONE:
+    if getattr(hparams, key) < 1:
+      refuse(key, "an integer ≥ 1")
+  for key in _POSITIVE_REALS:
+    value = getattr(hparams, key)
+    if not (math.isfinite(value) and value > 0):
+      refuse(key, "a finite number > 0")
+  if not 0 <= hparams.seed <= _MAX_SEED:
+    refuse("seed", f"an integer in [0, {_MAX_SEED}]")
+  if not hparams.log_dir:
+    refuse("log_dir", "a non-empty path")
+  sizes = EVAL_SPLIT_SIZES[hparams.dataset]
+  if any(size % hparams.eval_batch_size for size in sizes.values()):
+    divisors = [d for d in range(1, min(sizes.values()) + 1)
+                if all(size % d == 0 for size in sizes.values())]
+    refuse("eval_batch_size",
+           f"a divisor of the {hparams.dataset} validation ({sizes['valid']}) and test "
+           f"({sizes['test']}) sizes: one of {', '.join(map(str, divisors))}")
+
+
+def _where(origins, key):
+  return origins.get(key, "default")
+
+
+def _show(value):
+  return json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,429 @@
+"""The datasets of SPEC §7 and their tf.data pipelines.
+
+`load_dataset(name, data_dir)` returns a `Dataset` of float32 [N, 784] arrays, each row a 28×28
+image in row-major order:
+
+* binarized_mnist — the fixed binarization of Murray & Salakhutdinov (50,000 / 10,000 / 10,000
+  images in {0, 1}). From `data_dir` it reads `binarized_mnist.npz` if present (keys `train`,
+  `valid`, `test` = `np.packbits(x, axis=1)` and `*_shape` = [N, 784]); otherwise the published
+  `binarized_mnist_{train,valid,test}.amat`, which it then caches as that npz. With no
+  `data_dir` (and no DVAE_DATA_DIR) it loads the copy embedded in the package, so nothing needs
+  the network.
+* omniglot — Burda et al.'s `chardata.mat`. Training images stay grey levels and are binarized
+  afresh in every batch (`Dataset.dynamic_binarization`); the last 1,345 training images are the
+  validation set; validation and test are binarized once: validation first, then test, each
+  pixel 1 where a uniform draw of `numpy.random.default_rng(1)` falls below its grey level.
+
+Where files are looked for: `data_dir` is the folder of one dataset's files. Without it,
+`$DVAE_DATA_DIR/<name>/` when DVAE_DATA_DIR is set (one root serves both datasets), else the
+embedded MNIST (omniglot has no default). A missing published file is downloaded into that
+folder from its public source (`URLS`); DVAE_OFFLINE=1 turns downloading off.
+
+Checksum policy. `CHECKSUMS` records the published hashes: sha256 of each .amat file, the git blob
+SHA-1 of chardata.mat (the only hash published for it), and the sha256 of each decoded binarized
+MNIST split, so that an npz (the cache, the embedded copy, or one placed by hand) is checked too.
+* A download is always verified; one that does not match is discarded and is an error.
+* A file found on disk is verified when `verify=True` (the default; hparam `verify_data`). A
+  mismatch is a `DataError` naming the file, both digests, and the two ways out: the published
+  file, or `verify=False`.
+* `verify=False` loads such a file with a logged warning that its results are not comparable
+  with the paper's — for deliberately different data such as the OMNIGLOT proxy of
+  `chardata.mat`. The content checks (shape, binary values, grey levels in [0, 1]) always apply.
+"""
+
+import collections.abc
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import types
+import urllib.request
+import warnings
+import zipfile
+import zlib
+
+import numpy as np
+import scipy.io
+import tensorflow as tf
+
+from dvae import config
+
+NUM_PIXELS = 784
+SPLITS = ("train", "valid", "test")
+EMBEDDED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                              "binarized_mnist.npz")
+CACHE_NAME = "binarized_mnist.npz"
+AMAT_NAMES = tuple(f"binarized_mnist_{split}.amat" for split in SPLITS)
+CHARDATA_NAME = "chardata.mat"
+
+_AMAT_URL = ("http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+             "binarized_mnist_{}.amat")
+URLS = types.MappingProxyType({
+    **{name: _AMAT_URL.format(split) for name, split in zip(AMAT_NAMES, SPLITS)},
+    CHARDATA_NAME: "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/"
+                   "chardata.mat",
+})
+
+# "<algorithm>:<hex digest>". Keys are published file names, and "binarized_mnist/<split>" for
+# the decoded split as uint8 [N, 784] in C order (its bytes are independent of the file format).
+CHECKSUMS = types.MappingProxyType({
+    "binarized_mnist_train.amat":
+        "sha256:ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+    "binarized_mnist_valid.amat":
+        "sha256:1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+    "binarized_mnist_test.amat":
+        "sha256:e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+    "binarized_mnist/train":
+        "sha256:43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a",
+    "binarized_mnist/valid":
+        "sha256:069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e",
+    "binarized_mnist/test":
+        "sha256:ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86",
+    CHARDATA_NAME: "git-blob-sha1:016a3536ffe5e1d38e42563a18d7a78bfaf643ec",
+})
+
+DOWNLOAD_TIMEOUT_SECS = 60
+
+_LOG = logging.getLogger(__name__)
+
+
+class DataError(RuntimeError):
+  """Data that cannot be found or used; the message is one line naming the file and the fix."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """One dataset's splits as float32 [N, 784] arrays of row-major 28×28 images.
+
+  `train` holds grey levels in [0, 1] when `dynamic_binarization` is set (omniglot), else 0/1;
+  `valid` and `test` are always 0/1. `train_mean` [784] is the per-pixel mean of `train`, the
+  x̄ of the encoder's centring and the decoder's bias (SPEC §4).
+  """
+  train: np.ndarray
+  valid: np.ndarray
+  test: np.ndarray
+  train_mean: np.ndarray
+  dynamic_binarization: bool
+
+
+def load_dataset(name, data_dir=None, verify=True, checksums=CHECKSUMS, urls=URLS):
+  """Loads, checks and splits one dataset (see the module docstring for sources and checks).
+
+  Args:
+    name: one of `config.DATASETS`.
+    data_dir: folder holding that dataset's files, or None for the default location.
+    verify: whether files on disk must match `checksums` (downloads always must).
+    checksums: the published hashes; tests inject their own.
+    urls: where missing files are downloaded from.
+
+  Raises:
+    DataError: files missing (and not downloadable), not matching their hash, or malformed.
+  """
+  loaders = {"binarized_mnist": _load_binarized_mnist, "omniglot": _load_omniglot}
+  if name not in loaders:
+    raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(config.DATASETS)}")
+  if not data_dir and os.environ.get("DVAE_DATA_DIR"):
+    data_dir = os.path.join(os.environ["DVAE_DATA_DIR"], name)
+  # Absolute, so that messages say exactly where the files go.
+  folder = os.path.abspath(data_dir) if data_dir else None
+  return loaders[name](folder, _Files(verify, checksums, urls))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Files:
+  """Reading, downloading and verifying published files under one checksum policy."""
+  verify: bool
+  checksums: collections.abc.Mapping
+  urls: collections.abc.Mapping
+
+  def read(self, folder, names, alternative=None):
+    """{name: bytes} of the files in `folder`, downloading the missing ones; each verified.
+
+    `alternative` names a file that would do instead, for the message when they are missing.
+    """
+    missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+      self._download(folder, missing, alternative)
+    contents = {}
+    for name in names:
+      path = os.path.join(folder, name)
+      try:
+        with open(path, "rb") as f:
+          contents[name] = f.read()
+      except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+      self.check(name, contents[name], path,
+                 remedy=f"replace it with the published file ({self.urls[name]})")
+    return contents
+
+  def check(self, key, content, described, remedy):
+    """Compares `content` with the published digest of `key` under the verify policy."""
+    mismatch = self._mismatch(key, content)
+    if mismatch is None:
+      return
+    mismatch = f"{described} has {mismatch}"
+    if self.verify:
+      raise DataError(f"{mismatch}; {remedy}, or pass --verify_data=false to use it anyway")
+    _LOG.warning("%s; using it anyway because verify_data is off: results on it are not "
+                 "comparable with the paper's", mismatch)
+
+  def _mismatch(self, key, content):
+    """None when `content` has the published digest of `key`, else how it differs."""
+    algorithm, expected = self.checksums[key].split(":")
+    actual = _digest(algorithm, content)
+    return None if actual == expected else f"{algorithm} {actual}, not the published {expected}"
+
+  def _download(self, folder, names, alternative):
+    offline = os.environ.get("DVAE_OFFLINE", "")
+    if offline not in ("", "0"):
+      sources = ", ".join(self.urls[name] for name in names)
+      raise DataError(f"missing {', '.join(names)} in {folder}, and downloading is off "
+                      f"(DVAE_OFFLINE={offline}); put {'it' if len(names) == 1 else 'them'} "
+                      f"there (from {sources})"
+                      + (f" or put {alternative} there" if alternative else ""))
+    try:
+      os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+      raise DataError(f"cannot create {folder} to download {', '.join(names)} into "
+                      f"({e.strerror}); put the files there yourself") from None
+    for name in names:
+      url = self.urls[name]
+      _LOG.info("downloading %s from %s", name, url)
+      try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECS) as response:
+          content = response.read()
+      except (OSError, ValueError) as e:
+        raise DataError(f"could not download {name} from {url} ({_one_line(e)}); "
+                        f"download it yourself and put it in {folder}") from None
+      mismatch = self._mismatch(name, content)
+      if mismatch is not None:
+        raise DataError(f"the download of {name} from {url} has {mismatch}, so it was not "
+                        f"kept; put a good copy in {folder}")
+      try:
+        _write_atomically(os.path.join(folder, name), lambda f, c=content: f.write(c))
+      except OSError as e:
+        raise DataError(f"cannot write {name} into {folder} ({e.strerror}); "
+                        "put the file there yourself") from None
+
+
+def _digest(algorithm, content):
+  if algorithm == "sha256":
+    return hashlib.sha256(content).hexdigest()
+  if algorithm == "git-blob-sha1":
+    # What `git hash-object` prints: the SHA-1 of a header naming the size, then the bytes.
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+  raise ValueError(f"unknown checksum algorithm {algorithm!r}; allowed: sha256, git-blob-sha1")
+
+
+def _write_atomically(path, write):
+  """Writes through a temporary file and renames it, so `path` is never half-written."""
+  handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                                       prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(handle, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    os.unlink(temporary)
+    raise
+
+
+def _one_line(error):
+  return " ".join(str(error).split())
+
+
+# binarized MNIST
+
+
+def _load_binarized_mnist(folder, files):
+  cache = EMBEDDED_MNIST if folder is None else os.path.join(folder, CACHE_NAME)
+  if folder is None or os.path.isfile(cache):
+    splits = _read_packed(cache)
+    remedy = ("restore it from the repository" if folder is None else
+              f"delete it to rebuild it from the published {', '.join(AMAT_NAMES)}")
+    for split, x in splits.items():
+      files.check(f"binarized_mnist/{split}", x.tobytes(), f"the {split} split of {cache}",
+                  remedy)
+  else:
+    contents = files.read(folder, AMAT_NAMES, alternative=CACHE_NAME)
+    splits = {split: _parse_amat(contents[name], os.path.join(folder, name))
+              for split, name in zip(SPLITS, AMAT_NAMES)}
+    _write_cache(cache, splits)
+  train, valid, test = (splits[split].astype(np.float32) for split in SPLITS)
+  return Dataset(train=train, valid=valid, test=test, train_mean=train.mean(axis=0),
+                 dynamic_binarization=False)
+
+
+def _read_packed(path):
+  """{split: uint8 [N, 784]} from the bit-packed npz format."""
+  described = path
+  layout = ("keys train, valid, test = np.packbits of uint8 [N, 784] 0/1 rows along axis 1, "
+            "and train_shape, valid_shape, test_shape = [N, 784]")
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      arrays = {key: npz[key] for key in npz.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise DataError(f"{described} is not a readable .npz, truncated or corrupt "
+                    f"({_one_line(e)}); replace or delete it") from None
+  splits = {}
+  for split in SPLITS:
+    missing = [key for key in (split, f"{split}_shape") if key not in arrays]
+    if missing:
+      raise DataError(f"{described} lacks {', '.join(missing)}; it must hold {layout}")
+    packed, shape = arrays[split], arrays[f"{split}_shape"]
+    if (shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer)
+        or shape[1] != NUM_PIXELS or shape[0] < 1):
+      raise DataError(f"{described}: {split}_shape is {shape.tolist()}, not [N, {NUM_PIXELS}]; "
+                      f"it must hold {layout}")
+    expected = (int(shape[0]), -(-NUM_PIXELS // 8))
+    if packed.dtype != np.uint8 or packed.shape != expected:
+      raise DataError(f"{described}: {split} is {packed.dtype} {list(packed.shape)}, not uint8 "
+                      f"{list(expected)}; it must hold {layout}")
+    splits[split] = np.unpackbits(packed, axis=1, count=NUM_PIXELS)
+  return splits
+
+
+def _parse_amat(content, described):
+  """uint8 [N, 784] from .amat text: one image per line, 784 space-separated 0/1 values."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # An empty file warns; the shape check reports it.
+      x = np.loadtxt(io.BytesIO(content), dtype=np.float32, ndmin=2)
+  except ValueError as e:
+    raise DataError(f"{described} is not a text matrix of numbers ({_one_line(e)}); expected "
+                    f"{NUM_PIXELS} space-separated 0/1 values per line") from None
+  _check_images(x, described, binary=True)
+  return x.astype(np.uint8)
+
+
+def _write_cache(path, splits):
+  arrays = {}
+  for split, x in splits.items():
+    arrays[split] = np.packbits(x, axis=1)
+    arrays[f"{split}_shape"] = np.array(x.shape, np.int64)
+  try:
+    _write_atomically(path, lambda f: np.savez_compressed(f, **arrays))
+  except OSError as e:
+    # The cache only saves parsing time; the data itself is fine.
+    _LOG.warning("could not write the cache %s (%s); the .amat files will be parsed again "
+                 "next time", path, e.strerror)
+
+
+# OMNIGLOT
+
+
+def _load_omniglot(folder, files):
+  if folder is None:
+    raise DataError(f"omniglot has no default location: pass --data_dir=FOLDER holding "
+                    f"{CHARDATA_NAME}, or set DVAE_DATA_DIR to a folder with omniglot/"
+                    f"{CHARDATA_NAME} (published at {files.urls[CHARDATA_NAME]})")
+  path = os.path.join(folder, CHARDATA_NAME)
+  content = files.read(folder, [CHARDATA_NAME])[CHARDATA_NAME]
+  try:
+    mat = scipy.io.loadmat(io.BytesIO(content))
+  except (OSError, ValueError, TypeError, EOFError, zlib.error,
+          scipy.io.matlab.MatReadError) as e:
+    raise DataError(f"{path} is not a readable MATLAB file, truncated or corrupt "
+                    f"({_one_line(e)}); replace it with the published file") from None
+  train_and_valid, test = (_images_from_columns(mat, key, path) for key in ("data", "testdata"))
+  num_valid = config.EVAL_SPLIT_SIZES["omniglot"]["valid"]
+  if len(train_and_valid) <= num_valid:
+    raise DataError(f"{path}: 'data' has {len(train_and_valid)} images; it needs more than "
+                    f"{num_valid}, the last {num_valid} of which are the validation set")
+  rng = np.random.default_rng(1)
+  train, valid = train_and_valid[:-num_valid], train_and_valid[-num_valid:]
+  valid, test = ((rng.random(x.shape) < x).astype(np.float32) for x in (valid, test))
+  train = train.astype(np.float32)
+  return Dataset(train=train, valid=valid, test=test, train_mean=train.mean(axis=0),
+                 dynamic_binarization=True)
+
+
+def _images_from_columns(mat, key, path):
+  """Grey [N, 784] row-major images from a [784, N] array of column-major 28×28 images."""
+  if key not in mat:
+    raise DataError(f"{path} lacks the variable {key!r}; it must hold 'data' and 'testdata', "
+                    f"[{NUM_PIXELS}, N] grey levels in [0, 1], one image per column")
+  columns = np.asarray(mat[key])
+  if columns.ndim != 2 or columns.shape[0] != NUM_PIXELS or not (
+      np.issubdtype(columns.dtype, np.number) and not np.iscomplexobj(columns)):
+    raise DataError(f"{path}: {key!r} is {columns.dtype} {list(columns.shape)}, not real "
+                    f"[{NUM_PIXELS}, N]: one 28×28 image per column")
+  images = columns.T.reshape(-1, 28, 28).transpose(0, 2, 1).reshape(-1, NUM_PIXELS)
+  _check_images(images, f"{path} ({key!r})", binary=False)
+  return images.astype(np.float64, copy=False)
+
+
+def _check_images(x, described, binary):
+  if x.ndim != 2 or x.shape[1] != NUM_PIXELS or x.shape[0] == 0:
+    raise DataError(f"{described} holds an array of shape {list(x.shape)}, not [N, {NUM_PIXELS}] "
+                    "with N ≥ 1 (one 28×28 image per row)")
+  if binary:
+    bad = (x != 0) & (x != 1)
+    if bad.any():
+      raise DataError(f"{described} has non-binary values such as {x[bad][0].item()}; "
+                      "expected only 0 and 1")
+  else:
+    bad = ~((x >= 0) & (x <= 1))
+    if bad.any():
+      raise DataError(f"{described} has values outside [0, 1] such as {x[bad][0].item()}; "
+                      "expected grey levels in [0, 1]")
+
+
+# tf.data
+
+
+def train_dataset(dataset, batch_size, seed):
+  """Endless batches of training images, float32 [batch_size, 784] with values in {0, 1}.
+
+  Each epoch visits the training set in a fresh permutation and batches run on across epoch
+  boundaries, so every batch is full. Grey training images (`dynamic_binarization`) are
+  binarized afresh in every batch, pixel ~ Bernoulli(grey level). Both are stateless functions
+  of (`seed`, epoch) and (`seed`, batch number): the same seed gives the same batches whatever
+  TensorFlow's global seed.
+
+  Args:
+    dataset: a `Dataset`.
+    batch_size: images per batch, ≥ 1.
+    seed: a non-negative int below 2**63.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+  if not 0 <= seed < 2**63:
+    raise ValueError(f"seed must be an int in [0, 2**63), got {seed}")
+  images = tf.constant(dataset.train, tf.float32)
+  num_images = dataset.train.shape[0]
+  # Separate streams for the order and the binarization, so neither shifts the other.
+  order_key, binarize_key = (tf.constant([seed, stream], tf.int64) for stream in (0, 1))
+
+  def epoch_order(epoch):
+    permutation = tf.random.experimental.stateless_shuffle(
+        tf.range(num_images, dtype=tf.int64),
+        seed=tf.random.experimental.stateless_fold_in(order_key, epoch))
+    return tf.data.Dataset.from_tensor_slices(permutation)
+
+  def images_of(step, indices):
+    x = tf.gather(images, indices)
+    if dataset.dynamic_binarization:
+      uniform = tf.random.stateless_uniform(
+          tf.shape(x), seed=tf.random.experimental.stateless_fold_in(binarize_key, step))
+      x = tf.cast(uniform < x, tf.float32)
+    return x
+
+  indices = (tf.data.Dataset.counter().flat_map(epoch_order)
+             .batch(batch_size, drop_remainder=True))
+  return (tf.data.Dataset.zip(tf.data.Dataset.counter(), indices)
+          .map(images_of, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+
+
+def eval_dataset(images, batch_size):
+  """The images of one fixed split in order, float32 batches of `batch_size` (the last may be
+  smaller unless `batch_size` divides the split, as `config` ensures for the published ones)."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+  return (tf.data.Dataset.from_tensor_slices(np.asarray(images, np.float32))
+          .batch(batch_size).prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,66 @@
+"""SavedModel export of a trained DVAE with serving endpoints.
+
+Endpoints (all float32 images in [0, 1]^784, flattened 28×28 row-major):
+
+    encode(x, seed)          → {"logits_i": [N, units]} the posterior logits of each latent layer,
+                               with the layers below i fed binary z ~ q(z|x) drawn at `seed`
+    decode(z)                → [N, 784] pixel probabilities σ(f(z)) for binary latents z
+    sample(num_images, seed) → [num_images, 784] pixel probabilities of z ~ p(z) (fresh Gibbs chains)
+    log_likelihood(x, k, seed) → [N] the IW estimate of log p(x) with k samples per image
+
+Load with `tf.saved_model.load(path)` and call e.g. `loaded.decode(z)`.
+"""
+
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from dvae.model import NUM_PIXELS, iw_log_mean_exp
+
+# Gibbs sweeps that take fresh chains from uniform noise to (approximate) prior samples.
+SAMPLE_SWEEPS = 1000
+
+
+class ExportDirExistsError(FileExistsError):
+  """The export directory exists and overwriting was not asked for."""
+
+
+def export_model(model, export_dir, overwrite=False):
+  """Writes `model` as a SavedModel at `export_dir`, atomically (temporary name, then rename)."""
+  if os.path.exists(export_dir) and not overwrite:
+    raise ExportDirExistsError(
+        f"export directory {export_dir} exists; pass --overwrite to replace it")
+  num_latents = model.rbm.num_units
+  images = tf.TensorSpec([None, NUM_PIXELS], tf.float32, name="x")
+  seed = tf.TensorSpec([2], tf.int32, name="seed")
+
+  def encode(x, seed):
+    posteriors, _ = model.encode(x, seed, discrete=True)
+    return {f"logits_{i}": q.logits for i, q in enumerate(posteriors)}
+
+  def decode(z):
+    return tf.sigmoid(model.decode(z))
+
+  def sample(num_images, seed):
+    return decode(model.rbm.sample(num_images, SAMPLE_SWEEPS, seed=seed))
+
+  def log_likelihood(x, k, seed):
+    return iw_log_mean_exp(model.discrete_log_weights(x, k, seed))
+
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("encode", encode, input_signature=[images, seed])
+  archive.add_endpoint("decode", decode, input_signature=[
+      tf.TensorSpec([None, num_latents], tf.float32, name="z")])
+  archive.add_endpoint("sample", sample, input_signature=[
+      tf.TensorSpec([], tf.int32, name="num_images"), seed])
+  archive.add_endpoint("log_likelihood", log_likelihood, input_signature=[
+      images, tf.TensorSpec([], tf.int32, name="k"), seed])
+  temporary = f"{export_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
+  shutil.rmtree(temporary, ignore_errors=True)
+  archive.write_out(temporary, verbose=False)
+  if os.path.exists(export_dir):
+    shutil.rmtree(export_dir)
+  os.replace(temporary, export_dir)

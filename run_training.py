@@ -1,0 +1,105 @@
+"""Train and evaluate one DVAE configuration.
+
+    python run_training.py --hparams=hparams/omniglot.json [--k=5 --baseline=dvaes_gi ...]
+
+`--hparams` is a JSON file (a bare name is looked up in hparams/); every hparam is also a flag,
+and a flag overrides the file. Bad input (hparams, data, paths) ends with one line on stderr and
+exit status 2 before anything is written; a run that goes numerically wrong stops with status 1
+and keeps its last good checkpoint. Re-running the same command resumes the run.
+"""
+
+import os
+import sys
+import typing
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+# absl.logging (which TensorFlow loads) defines --log_dir itself; load it first and share it.
+from absl import logging as _  # pylint: disable=g-import-not-at-top,unused-import
+
+from dvae import config  # pylint: disable=g-import-not-at-top
+
+_FLAG_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+
+
+def _define_flags():
+  flags.DEFINE_string("hparams", None, "JSON file of hparams, or a bare name in hparams/.")
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing --export_dir.")
+  for name, hint in typing.get_type_hints(config.HParams).items():
+    if name in flags.FLAGS:
+      continue
+    kind = next(t for t in (bool, int, float, str) if t in (hint, *typing.get_args(hint)))
+    _FLAG_DEFINERS.get(kind, flags.DEFINE_boolean)(
+        name, None, f"Overrides hparam `{name}` ({kind.__name__}).")
+
+
+def _fail(message, status=2):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def _check_writable(directory):
+  """Fails unless `directory` could be created and written, without creating anything."""
+  existing = os.path.abspath(directory)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  probe = os.path.join(existing, f".write-test-{os.getpid()}")
+  try:
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    _fail(f"log_dir {directory} is not writable ({existing}: {e.strerror}); "
+          "pass a writable --log_dir")
+
+
+def main(argv):
+  _define_flags()
+  try:
+    flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f"{e}; see --helpfull")
+  overrides = {name: flags.FLAGS[name].value for name in typing.get_type_hints(config.HParams)
+               if flags.FLAGS[name].present}
+
+  try:
+    hparams, notes = config.load_hparams(flags.FLAGS.hparams, overrides)
+  except config.ConfigError as e:
+    _fail(e)
+  if hparams.export_dir and os.path.exists(hparams.export_dir) and not flags.FLAGS.overwrite:
+    _fail(f"export_dir {hparams.export_dir} exists; pass --overwrite to replace it")
+
+  # Imported only now, so that bad hparams are reported before TensorFlow loads.
+  from dvae import data, export, training  # pylint: disable=g-import-not-at-top
+
+  run_directory = training.run_directory(hparams)
+  _check_writable(run_directory)
+
+  try:
+    dataset = data.load_dataset(hparams.dataset, hparams.data_dir, verify=hparams.verify_data)
+  except data.DataError as e:
+    _fail(e)
+  for note in notes:
+    print(note, flush=True)
+  print(f"run directory: {run_directory}", flush=True)
+
+  trainer = training.Trainer(hparams, dataset, log=lambda line: print(line, flush=True))
+  try:
+    trainer.fit()
+  except training.NonFiniteError as e:
+    _fail(e, status=1)
+  except KeyboardInterrupt:
+    trainer.save_latest()
+    _fail(f"interrupted at step {trainer.step}; state saved, re-run to resume", status=130)
+  results = trainer.final_evaluation()
+  print(f"test NLL {results['test_nll']:.3f} (k={hparams.eval_iw_samples}), "
+        f"val NLL {results['val_nll']:.3f}, results in "
+        f"{os.path.join(run_directory, 'results.json')}", flush=True)
+  if hparams.export_dir:
+    export.export_model(trainer.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite)
+    print(f"SavedModel written to {hparams.export_dir}", flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

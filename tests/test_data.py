@@ -1,0 +1,429 @@
+"""`dvae.data`: published data loads exactly, every bad file is refused in one line, and the
+pipelines are reproducible. Nothing here touches the network (DVAE_OFFLINE=1, or file:// URLs)."""
+
+import hashlib
+import os
+import subprocess
+import urllib.parse
+from unittest import mock
+
+import numpy as np
+import scipy.io
+import tensorflow as tf
+from absl.testing import parameterized
+
+from dvae import data
+
+SPLITS = ("train", "valid", "test")
+AMAT = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
+# Facts of the published binarized MNIST (../shared/data/README.md §2), stated independently.
+PUBLISHED_ONES = {"train": 5_118_041, "valid": 1_028_036, "test": 1_038_896}
+PUBLISHED_SPLIT_SHA256 = {
+    "train": "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a",
+    "valid": "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e",
+    "test": "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86",
+}
+
+
+def amat_text(x):
+  """The published .amat format: 0/1 tokens separated by single spaces, a newline per row."""
+  return "".join(" ".join(str(int(v)) for v in row) + "\n" for row in x).encode()
+
+
+def sha256(content):
+  return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+class DataTestCase(tf.test.TestCase, parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    environment = mock.patch.dict(os.environ, {"DVAE_OFFLINE": "1"})
+    environment.start()
+    self.addCleanup(environment.stop)
+    os.environ.pop("DVAE_DATA_DIR", None)
+    self.rng = np.random.default_rng(0)
+
+  def folder(self, name):
+    path = os.path.join(self.get_temp_dir(), name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+  def write(self, path, content):
+    with open(path, "wb") as f:
+      f.write(content)
+    return path
+
+  def synthetic_mnist(self, folder, sizes=(7, 3, 2)):
+    """Random binary splits written as .amat files, and a checksum table for exactly them."""
+    splits = {split: (self.rng.random([n, 784]) < 0.3).astype(np.uint8)
+              for split, n in zip(SPLITS, sizes)}
+    checksums = {}
+    for split, x in splits.items():
+      content = amat_text(x)
+      self.write(os.path.join(folder, AMAT[split]), content)
+      checksums[AMAT[split]] = sha256(content)
+      checksums[f"binarized_mnist/{split}"] = sha256(x.tobytes())
+    return splits, checksums
+
+  def assertDataError(self, expected, *args, **kwargs):
+    with self.assertRaises(data.DataError) as raised:
+      data.load_dataset(*args, **kwargs)
+    message = str(raised.exception)
+    self.assertLen(message.splitlines(), 1, message)
+    for fragment in expected:
+      self.assertIn(fragment, message)
+    return message
+
+
+class EmbeddedMnistTest(DataTestCase):
+
+  def test_embedded_mnist_is_the_published_binarization(self):
+    dataset = data.load_dataset("binarized_mnist")
+    self.assertFalse(dataset.dynamic_binarization)
+    for split, n in zip(SPLITS, (50_000, 10_000, 10_000)):
+      x = getattr(dataset, split)
+      self.assertEqual((x.shape, x.dtype), ((n, 784), np.float32))
+      self.assertEqual(int(x.sum(dtype=np.int64)), PUBLISHED_ONES[split])
+      self.assertEqual(hashlib.sha256(x.astype(np.uint8).tobytes()).hexdigest(),
+                       PUBLISHED_SPLIT_SHA256[split])
+    self.assertAllClose(dataset.train_mean, dataset.train.astype(np.float64).mean(axis=0),
+                        atol=1e-6)
+
+  def test_data_dir_env_var_is_a_root_with_a_folder_per_dataset(self):
+    root = self.get_temp_dir()
+    splits, checksums = self.synthetic_mnist(self.folder("binarized_mnist"))
+    with mock.patch.dict(os.environ, {"DVAE_DATA_DIR": root}):
+      dataset = data.load_dataset("binarized_mnist", checksums=checksums)
+    self.assertAllEqual(dataset.valid, splits["valid"])
+
+  def test_omniglot_without_a_folder_says_how_to_give_one(self):
+    self.assertDataError(["--data_dir", "DVAE_DATA_DIR", "chardata.mat"], "omniglot")
+
+  def test_unknown_dataset_is_a_value_error_naming_the_allowed(self):
+    with self.assertRaisesRegex(ValueError, "binarized_mnist, omniglot"):
+      data.load_dataset("cifar")
+
+
+class AmatAndCacheTest(DataTestCase):
+
+  def test_amat_files_round_trip_through_the_npz_cache(self):
+    folder = self.folder("mnist")
+    splits, checksums = self.synthetic_mnist(folder)
+    first = data.load_dataset("binarized_mnist", folder, checksums=checksums)
+    with np.load(os.path.join(folder, "binarized_mnist.npz"), allow_pickle=False) as cache:
+      self.assertCountEqual(cache.files, ["train", "valid", "test", "train_shape",
+                                          "valid_shape", "test_shape"])
+      for split, x in splits.items():
+        self.assertEqual(cache[split].dtype, np.uint8)
+        self.assertAllEqual(np.unpackbits(cache[split], axis=1), x)
+        self.assertAllEqual(cache[f"{split}_shape"], [len(x), 784])
+    self.assertEqual(sorted(os.listdir(folder)), sorted([*AMAT.values(), "binarized_mnist.npz"]),
+                     "no temporary file is left behind")
+    for name in AMAT.values():
+      os.remove(os.path.join(folder, name))
+    second = data.load_dataset("binarized_mnist", folder, checksums=checksums)
+    for split, x in splits.items():
+      self.assertAllEqual(getattr(first, split), x)
+      self.assertAllEqual(getattr(second, split), x)
+      self.assertEqual(getattr(second, split).dtype, np.float32)
+    self.assertAllClose(second.train_mean, splits["train"].mean(axis=0))
+
+  def test_missing_files_offline_name_each_file_and_the_folder(self):
+    folder = self.folder("empty")
+    self.assertDataError([*AMAT.values(), folder, "DVAE_OFFLINE", "binarized_mnist.npz",
+                          "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"],
+                         "binarized_mnist", folder)
+    self.assertDataError(["chardata.mat", folder, "raw.githubusercontent.com/yburda/iwae"],
+                         "omniglot", folder)
+
+  def test_only_the_missing_amat_file_is_named(self):
+    folder = self.folder("partial")
+    _, checksums = self.synthetic_mnist(folder)
+    os.remove(os.path.join(folder, AMAT["test"]))
+    message = self.assertDataError([AMAT["test"]], "binarized_mnist", folder, checksums=checksums)
+    self.assertNotIn(AMAT["train"], message)
+
+  def test_wrong_sha256_is_refused_naming_file_and_both_digests(self):
+    folder = self.folder("tampered")
+    _, checksums = self.synthetic_mnist(folder)
+    expected = checksums[AMAT["valid"]].split(":")[1]
+    wrong = dict(checksums, **{AMAT["valid"]: "sha256:" + "0" * 64})
+    self.assertDataError([os.path.join(folder, AMAT["valid"]), "sha256", expected, "0" * 64,
+                          "--verify_data=false"], "binarized_mnist", folder, checksums=wrong)
+    self.assertFalse(os.path.exists(os.path.join(folder, "binarized_mnist.npz")))
+
+  def test_published_hashes_refuse_other_amat_files_unless_verify_is_off(self):
+    folder = self.folder("other")
+    splits, _ = self.synthetic_mnist(folder)
+    published_train = "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"
+    self.assertDataError(["sha256", published_train], "binarized_mnist", folder)
+    with self.assertLogs("dvae.data", "WARNING") as logs:
+      dataset = data.load_dataset("binarized_mnist", folder, verify=False)
+    self.assertIn("not comparable", logs.output[0])
+    self.assertAllEqual(dataset.test, splits["test"])
+    # The cache of unpublished data does not pass as published data later.
+    os.remove(os.path.join(folder, AMAT["train"]))
+    self.assertDataError(["binarized_mnist.npz", "sha256", PUBLISHED_SPLIT_SHA256["train"]],
+                         "binarized_mnist", folder)
+
+  def test_truncated_npz_is_refused_naming_it(self):
+    folder = self.folder("truncated")
+    with open(data.EMBEDDED_MNIST, "rb") as f:
+      head = f.read(100_000)
+    path = self.write(os.path.join(folder, "binarized_mnist.npz"), head)
+    self.assertDataError([path, "truncated or corrupt"], "binarized_mnist", folder)
+
+  def test_corrupt_npz_member_is_refused(self):
+    folder = self.folder("corrupt")
+    with open(data.EMBEDDED_MNIST, "rb") as f:
+      content = bytearray(f.read())
+    content[len(content) // 2: len(content) // 2 + 64] = bytes(64)
+    self.write(os.path.join(folder, "binarized_mnist.npz"), bytes(content))
+    self.assertDataError(["binarized_mnist.npz", "truncated or corrupt"], "binarized_mnist",
+                         folder)
+
+  @parameterized.named_parameters(
+      ("wrong_width", dict(train_shape=[10, 400]), ["train_shape is [10, 400]", "784"]),
+      ("rows_disagree", dict(valid_shape=[11, 784]), ["valid is uint8 [10, 98]", "[11, 98]"]),
+      ("wrong_dtype", dict(test=np.zeros([10, 98], np.int32)), ["test is int32", "uint8"]),
+      ("missing_key", dict(test=None), ["lacks test", "np.packbits"]),
+  )
+  def test_misshaped_npz_is_refused(self, changes, expected):
+    folder = self.folder("misshaped")
+    arrays = {}
+    for split in SPLITS:
+      arrays[split] = np.zeros([10, 98], np.uint8)
+      arrays[f"{split}_shape"] = np.array([10, 784])
+    arrays.update(changes)
+    np.savez(os.path.join(folder, "binarized_mnist.npz"),
+             **{key: value for key, value in arrays.items() if value is not None})
+    self.assertDataError(expected, "binarized_mnist", folder)
+
+  @parameterized.named_parameters(
+      ("short_rows", lambda x: amat_text(x[:, :783]), ["[7, 783]", "784"]),
+      ("ragged_rows", lambda x: amat_text(x) + b"0 1\n", ["not a text matrix", "784"]),
+      ("non_binary", lambda x: amat_text(x).replace(b"1", b"0.5", 1), ["non-binary", "0.5"]),
+      ("not_numbers", lambda x: amat_text(x).replace(b"0", b"a", 1), ["not a text matrix"]),
+      ("empty", lambda x: b"", ["[0, 1]", "784"]),
+  )
+  def test_malformed_amat_with_matching_hash_is_refused(self, corrupt, expected):
+    folder = self.folder("malformed")
+    splits, checksums = self.synthetic_mnist(folder)
+    content = self.write(os.path.join(folder, AMAT["train"]), corrupt(splits["train"]))
+    with open(content, "rb") as f:
+      checksums[AMAT["train"]] = sha256(f.read())
+    self.assertDataError([AMAT["train"], *expected], "binarized_mnist", folder,
+                         checksums=checksums)
+
+
+class DownloadTest(DataTestCase):
+  """Downloads from file:// URLs: the real code path, without the network."""
+
+  def setUp(self):
+    super().setUp()
+    os.environ["DVAE_OFFLINE"] = "0"
+    self.source = self.folder("published")
+    self.splits, self.checksums = self.synthetic_mnist(self.source)
+    self.urls = {name: "file://" + urllib.parse.quote(os.path.join(self.source, name))
+                 for name in AMAT.values()}
+
+  def test_missing_files_are_downloaded_verified_and_used(self):
+    folder = os.path.join(self.get_temp_dir(), "new", "mnist")
+    dataset = data.load_dataset("binarized_mnist", folder, checksums=self.checksums,
+                                urls=self.urls)
+    self.assertAllEqual(dataset.train, self.splits["train"])
+    for name in AMAT.values():
+      with open(os.path.join(folder, name), "rb") as f, \
+           open(os.path.join(self.source, name), "rb") as g:
+        self.assertEqual(f.read(), g.read())
+
+  def test_download_with_wrong_hash_is_refused_and_not_kept(self):
+    folder = self.folder("download_mismatch")
+    wrong = dict(self.checksums, **{AMAT["train"]: "sha256:" + "f" * 64})
+    self.assertDataError([AMAT["train"], "not kept", folder], "binarized_mnist", folder,
+                         checksums=wrong, urls=self.urls)
+    self.assertNotIn(AMAT["train"], os.listdir(folder))
+
+  def test_failed_download_names_the_file_url_and_folder(self):
+    folder = self.folder("download_failure")
+    urls = dict(self.urls, **{AMAT["valid"]: "file:///nonexistent/binarized_mnist_valid.amat"})
+    self.assertDataError(["could not download", AMAT["valid"], "file:///nonexistent", folder],
+                         "binarized_mnist", folder, checksums=self.checksums, urls=urls)
+
+
+class OmniglotTest(DataTestCase):
+  NUM_TRAIN, NUM_VALID, NUM_TEST = 20, 1345, 30
+
+  def images(self, n, offset):
+    """Row-major grey images; image i has a full-width bar in row (i + offset) % 28 (so its
+    orientation is unmistakable) on a background of grey level 0.3 in its left half."""
+    x = np.zeros([n, 28, 28])
+    x[:, :, :14] = 0.3
+    x[np.arange(n), (np.arange(n) + offset) % 28, :] = 1.0
+    return x.reshape(n, 784)
+
+  def write_chardata(self, folder, **variables):
+    """chardata.mat in Burda's layout: [784, N], each column an image flattened column-major."""
+    train = self.images(self.NUM_TRAIN + self.NUM_VALID, 0)
+    test = self.images(self.NUM_TEST, 5)
+    columns = {"data": np.stack([x.reshape(28, 28).flatten(order="F") for x in train], axis=1),
+               "testdata": np.stack([x.reshape(28, 28).flatten(order="F") for x in test], axis=1)}
+    columns.update(variables)
+    path = os.path.join(folder, "chardata.mat")
+    scipy.io.savemat(path, {key: value for key, value in columns.items() if value is not None})
+    with open(path, "rb") as f:
+      content = f.read()
+    blob = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+    return train, test, {"chardata.mat": "git-blob-sha1:" + blob}
+
+  def test_chardata_columns_become_upright_images_split_with_last_1345_for_validation(self):
+    folder = self.folder("omniglot")
+    train, test, checksums = self.write_chardata(folder)
+    dataset = data.load_dataset("omniglot", folder, checksums=checksums)
+    self.assertTrue(dataset.dynamic_binarization)
+    self.assertEqual(dataset.train.dtype, np.float32)
+    self.assertAllClose(dataset.train, train[:self.NUM_TRAIN])
+    self.assertEqual(dataset.valid.shape, (self.NUM_VALID, 784))
+    self.assertEqual(dataset.test.shape, (self.NUM_TEST, 784))
+    for i, image in enumerate(dataset.valid.reshape(-1, 28, 28)):
+      # Validation image i is training-file image NUM_TRAIN + i: its bar row is all ones.
+      self.assertAllEqual(image[(self.NUM_TRAIN + i) % 28], np.ones(28))
+    self.assertAllEqual(dataset.test.reshape(-1, 28, 28)[3, 8], np.ones(28))
+    self.assertAllClose(dataset.train_mean, train[:self.NUM_TRAIN].mean(axis=0))
+
+  def test_validation_and_test_are_binarized_once_with_seed_one(self):
+    folder = self.folder("omniglot_seed")
+    train, test, checksums = self.write_chardata(folder)
+    first = data.load_dataset("omniglot", folder, checksums=checksums)
+    second = data.load_dataset("omniglot", folder, checksums=checksums)
+    self.assertAllEqual(first.valid, second.valid)
+    self.assertAllEqual(first.test, second.test)
+    # The documented recipe: one numpy Generator seeded 1, validation drawn before test.
+    rng = np.random.default_rng(1)
+    self.assertAllEqual(first.valid, rng.random([self.NUM_VALID, 784]) < train[self.NUM_TRAIN:])
+    self.assertAllEqual(first.test, rng.random([self.NUM_TEST, 784]) < test)
+    # Grey 0.3 pixels become ones 30% of the time (about 5e5 pixels: binomial sd ≈ 6.4e-4).
+    grey = train[self.NUM_TRAIN:] == 0.3
+    self.assertNear(first.valid[grey].mean(), 0.3, 0.01)
+    self.assertFalse(first.valid[train[self.NUM_TRAIN:] == 0].any())
+
+  def test_published_hash_refuses_other_chardata_unless_verify_is_off(self):
+    folder = self.folder("omniglot_proxy")
+    train, _, _ = self.write_chardata(folder)
+    self.assertDataError(["chardata.mat", "git-blob-sha1",
+                          "016a3536ffe5e1d38e42563a18d7a78bfaf643ec", "--verify_data=false"],
+                         "omniglot", folder)
+    with self.assertLogs("dvae.data", "WARNING") as logs:
+      dataset = data.load_dataset("omniglot", folder, verify=False)
+    self.assertIn("not comparable", logs.output[0])
+    self.assertAllClose(dataset.train, train[:self.NUM_TRAIN])
+
+  def test_chardata_is_verified_by_the_id_git_hash_object_prints(self):
+    folder = self.folder("omniglot_git")
+    train, _, _ = self.write_chardata(folder)
+    try:
+      printed = subprocess.run(["git", "hash-object", "--no-filters",
+                                os.path.join(folder, "chardata.mat")],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+      self.skipTest("git is not available")
+    dataset = data.load_dataset("omniglot", folder,
+                                checksums={"chardata.mat": "git-blob-sha1:" + printed})
+    self.assertAllClose(dataset.train, train[:self.NUM_TRAIN])
+
+  @parameterized.named_parameters(
+      ("grey_above_one", dict(testdata=np.full([784, 3], 1.5)), ["'testdata'", "outside [0, 1]"]),
+      ("nan", dict(data=np.full([784, 1400], np.nan)), ["'data'", "outside [0, 1]"]),
+      ("wrong_rows", dict(testdata=np.zeros([783, 3])), ["'testdata'", "[783, 3]", "784"]),
+      ("missing_variable", dict(testdata=None), ["lacks the variable 'testdata'"]),
+      ("too_few_for_validation", dict(data=np.zeros([784, 1345])), ["1345 images", "more than"]),
+  )
+  def test_malformed_chardata_is_refused(self, variables, expected):
+    folder = self.folder("omniglot_bad")
+    _, _, checksums = self.write_chardata(folder, **variables)
+    self.assertDataError(["chardata.mat", *expected], "omniglot", folder, checksums=checksums)
+
+  def test_truncated_chardata_is_refused(self):
+    folder = self.folder("omniglot_truncated")
+    self.write_chardata(folder)
+    path = os.path.join(folder, "chardata.mat")
+    with open(path, "rb") as f:
+      head = f.read(5000)
+    self.write(path, head)
+    blob = hashlib.sha1(b"blob %d\0" % len(head) + head).hexdigest()
+    self.assertDataError([path, "truncated or corrupt"], "omniglot", folder,
+                         checksums={"chardata.mat": "git-blob-sha1:" + blob})
+
+
+class PipelineTest(DataTestCase):
+
+  def grey_dataset(self, n=50, level=0.3):
+    train = np.full([n, 784], level, np.float32)
+    return data.Dataset(train=train, valid=train[:2], test=train[:2],
+                        train_mean=train.mean(axis=0), dynamic_binarization=True)
+
+  def indexed_dataset(self, n):
+    """Binary images whose single lit pixel is their index, to count visits."""
+    train = np.eye(n, 784, dtype=np.float32)
+    return data.Dataset(train=train, valid=train, test=train, train_mean=train.mean(axis=0),
+                        dynamic_binarization=False)
+
+  def take(self, dataset, count):
+    return np.stack([batch.numpy() for batch in dataset.take(count)])
+
+  def test_train_batches_are_reproducible_for_a_seed_and_independent_of_global_seed(self):
+    dataset = self.grey_dataset()
+    tf.random.set_seed(1)
+    first = self.take(data.train_dataset(dataset, 16, seed=5), 20)
+    tf.random.set_seed(2)
+    again = self.take(data.train_dataset(dataset, 16, seed=5), 20)
+    other = self.take(data.train_dataset(dataset, 16, seed=6), 20)
+    self.assertAllEqual(first, again)
+    self.assertNotAllEqual(first, other)
+
+  def test_dynamic_binarization_gives_binary_pixels_with_the_grey_mean(self):
+    batches = self.take(data.train_dataset(self.grey_dataset(), 32, seed=0), 40)
+    self.assertEqual(batches.shape, (40, 32, 784))
+    self.assertAllInSet(batches, [0.0, 1.0])
+    # 1,003,520 Bernoulli(0.3) pixels: sd of the mean ≈ 4.6e-4.
+    self.assertNear(batches.mean(), 0.3, 3e-3)
+    self.assertNotAllEqual(batches[0], batches[1])
+
+  def test_every_image_is_visited_once_per_epoch_and_batches_run_across_epochs(self):
+    n, batch_size = 30, 7
+    pipeline = data.train_dataset(self.indexed_dataset(n), batch_size, seed=3)
+    self.assertEqual(pipeline.element_spec.shape, tf.TensorShape([batch_size, 784]))
+    batches = self.take(pipeline, n)  # n batches of 7 images: exactly 7 epochs
+    visits = batches.reshape(-1, 784).sum(axis=0)
+    self.assertAllEqual(visits[:n], np.full(n, 7.0))
+    self.assertAllEqual(visits[n:], np.zeros(784 - n))
+    order = np.argmax(batches.reshape(-1, 784), axis=1)
+    for epoch in range(7):
+      self.assertCountEqual(order[epoch * n:(epoch + 1) * n], range(n))
+    self.assertNotAllEqual(order[:n], order[n:2 * n], "each epoch has its own order")
+    self.assertNotAllEqual(order[:n], np.arange(n), "the order is shuffled")
+
+  def test_static_mnist_batches_are_its_rows_unchanged(self):
+    dataset = self.indexed_dataset(20)
+    batches = self.take(data.train_dataset(dataset, 5, seed=0), 4)
+    for row in batches.reshape(-1, 784):
+      self.assertEqual(row.sum(), 1.0)
+
+  def test_eval_dataset_covers_the_split_in_order(self):
+    x = self.rng.random([10, 784]).astype(np.float32)
+    batches = [batch.numpy() for batch in data.eval_dataset(x, 5)]
+    self.assertLen(batches, 2)
+    self.assertAllEqual(np.concatenate(batches), x)
+
+  def test_bad_pipeline_arguments_name_what_is_allowed(self):
+    with self.assertRaisesRegex(ValueError, "batch_size must be ≥ 1"):
+      data.train_dataset(self.grey_dataset(), 0, seed=0)
+    with self.assertRaisesRegex(ValueError, "seed must be"):
+      data.train_dataset(self.grey_dataset(), 2, seed=-1)
+    with self.assertRaisesRegex(ValueError, "batch_size must be ≥ 1"):
+      data.eval_dataset(np.zeros([2, 784]), 0)
+
+
+if __name__ == "__main__":
+  tf.test.main()
