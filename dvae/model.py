@@ -202,18 +202,25 @@ class DVAE(keras.Model):
   def train_step(self, data):
     step = self.optimizer.iterations
     kl_coeff = kl_coefficient(step, self.hparams.num_train_iter)
+    # Under a distribution strategy every replica draws its own noise, and the optimizer sums
+    # the replicas' gradients, so each replica contributes 1/num_replicas of the loss.
+    replica = tf.distribute.get_replica_context()
+    seed = tf.random.experimental.stateless_fold_in(
+        self.step_seed(step), replica.replica_id_in_sync_group)
     with tf.GradientTape() as tape:
-      terms = self.objective_terms(data, self.step_seed(step), kl_coeff)
+      terms = self.objective_terms(data, seed, kl_coeff)
       decay = self.weight_decay()
       loss = decay - terms["objective"]
+      replica_loss = loss / replica.num_replicas_in_sync
     variables = self.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(replica_loss, variables)
     self.optimizer.apply(grads, variables)
     logs = {"loss": loss, "reconstruction": terms["reconstruction"], "kl": terms["kl"],
             "weight_decay": decay}
     for name, value in logs.items():
       self._trackers[name].update_state(value)
-    logs.update(log_z_surrogate=terms["log_z_surrogate"], grad_norm=tf.linalg.global_norm(grads), kl_coefficient=kl_coeff,
+    logs.update(log_z_surrogate=terms["log_z_surrogate"], kl_coefficient=kl_coeff,
+                grad_norm=tf.linalg.global_norm(grads),
                 learning_rate=tf.convert_to_tensor(self.optimizer.learning_rate))
     return logs
 

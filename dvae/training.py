@@ -40,6 +40,20 @@ def run_directory(hparams):
                       str(hparams.k))
 
 
+def make_strategy(name):
+  """The tf.distribute strategy for `distribute` = "none", "mirrored" or "multi_worker".
+
+  "mirrored" replicates over the local devices; "multi_worker" over the workers that the
+  TF_CONFIG environment variable describes. Each replica trains on its share of the global
+  batch with its own sampler noise; gradients are summed across replicas.
+  """
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
 def learning_rate_schedule(base_lr, num_train_iter):
   """lr/10 until 2% of training, lr until 60%, lr/3 until 75%, lr/10 until 95%, lr/33 after."""
   boundaries = [int(f * num_train_iter) for f in (0.02, 0.6, 0.75, 0.95)]
@@ -58,8 +72,10 @@ def write_json_atomically(path, content):
 
 
 def image_tiles(images, rows, columns):
-  """[rows·columns, 784] images → one [1, 28·rows, 28·columns, 1] tiled image summary."""
-  images = tf.reshape(images[:rows * columns], [rows, columns, 28, 28])
+  """[≤ rows·columns, 784] images → one [1, 28·rows, 28·columns, 1] tiled image (blank-padded)."""
+  images = images[:rows * columns]
+  images = tf.pad(images, [[0, rows * columns - tf.shape(images)[0]], [0, 0]])
+  images = tf.reshape(images, [rows, columns, 28, 28])
   tiled = tf.reshape(tf.transpose(images, [0, 2, 1, 3]), [1, 28 * rows, 28 * columns, 1])
   return tiled
 
@@ -78,14 +94,16 @@ class Trainer:
     self.dataset = dataset
     self.log = log
     self.directory = run_directory(hparams)
-    self.model = DVAE(hparams, dataset.train_mean)
-    self.model.compile(optimizer=keras.optimizers.Adam(
-        learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3))
-    self.model.optimizer.build(self.model.trainable_variables)
-    self.best_val_nll = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
-    self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
-    self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-    self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    self.strategy = make_strategy(hparams.distribute)
+    with self.strategy.scope():
+      self.model = DVAE(hparams, dataset.train_mean)
+      self.model.compile(optimizer=keras.optimizers.Adam(
+          learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3))
+      self.model.optimizer.build(self.model.trainable_variables)
+      self.best_val_nll = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+      self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+      self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+      self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     checkpoint = tf.train.Checkpoint(
         model=self.model, optimizer=self.model.optimizer, best_val_nll=self.best_val_nll,
         best_step=self.best_step, train_seconds=self.train_seconds,
@@ -95,8 +113,19 @@ class Trainer:
     self.best = tf.train.CheckpointManager(
         checkpoint, os.path.join(self.directory, "checkpoints", "best"), max_to_keep=1)
     self.writer = tf.summary.create_file_writer(os.path.join(self.directory, "summaries"))
-    self._train_step = tf.function(self.model.train_step)
+    self._train_step = tf.function(self._distributed_train_step)
     self._clock = (time.monotonic(), 0.0)
+
+  def _distributed_train_step(self, batch):
+    """One training step on every replica; the logs averaged over replicas."""
+    logs = self.strategy.run(self.model.train_step, args=(batch,))
+    return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in logs.items()}
+
+  def batches(self, seed):
+    """The endless training batches, split across replicas."""
+    return iter(self.strategy.experimental_distribute_dataset(
+        data_lib.train_dataset(self.dataset, self.hparams.train_batch_size, seed=seed)))
 
   @property
   def step(self):
@@ -165,8 +194,7 @@ class Trainer:
     """Trains up to `num_train_iter` steps with periodic evaluation and checkpoints."""
     hp = self.hparams
     start = self.restore_latest()
-    batches = iter(data_lib.train_dataset(self.dataset, hp.train_batch_size,
-                                          seed=hp.seed * 1_000_003 + start))
+    batches = self.batches(seed=hp.seed * 1_000_003 + start)
     last_save_time = last_log_time = time.monotonic()
     last_log_step = start
     while self.step < hp.num_train_iter:
