@@ -82,6 +82,10 @@ class BoltzmannPrior:
     """The discrete log p(z) at z = ζ; these priors have no relaxed density."""
     return self.discrete_log_prob(zeta, log_z)
 
+  def summaries(self):
+    """Scalars worth watching during training, by name (none for most priors)."""
+    return {}
+
 
 class AnalyticKLPrior(BoltzmannPrior):
   """DVAE++'s analytic KL(q(z, ζ|x) ‖ p(z, ζ)) for an RBM prior (also DVAE, one layer).
@@ -282,6 +286,9 @@ class GaussianIntegralPrior(RelaxedPrior):
     singular_values = tf.linalg.svd(tf.stop_gradient(tf.convert_to_tensor(self.rbm.w)),
                                     compute_uv=False)
     return -tf.reduce_max(singular_values)
+
+  def summaries(self):
+    return {"lambda": self.lam(), "min_eigenvalue": self.min_eigenvalue()}
 
   def lam(self):
     """The overlap λ = max(β, 5 + max(0, −λ_min(𝒲))), a scalar without gradient."""

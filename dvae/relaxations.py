@@ -571,10 +571,10 @@ class SpikeAndExponential(_Relaxation):
   with q = σ(l) clipped to [1e-7, 1 − 1e-7] as in the reference. A sample is the inverse CDF of the
   whole mixture at ρ = 1 − v, v ~ U[0, 1): ζ = 0 if ρ ≤ 1 − q, else
 
-      ζ = (1/β) log(1 + (e^β − 1)(ρ − 1 + q)/q) = 1 − Q_exp(v/q),
+      ζ = (1/β) log(1 + (e^β − 1) t),  t = (ρ − 1 + q)/q;
 
-  Q_exp the exponential smoothing's quantile (overflow-free for any β); its gradient with respect
-  to l (and β) is ordinary automatic differentiation of that formula, and zero on the spike.
+  its gradient with respect to l (and β) is ordinary automatic differentiation of that formula,
+  and zero on the spike.
 
   Densities are with respect to the measure δ₀ + Lebesgue: `log_prob` is log(1 − q) at ζ = 0 (the
   spike's mass) and log q + log r(ζ|1) for ζ > 0. Likewise `smoothing_log_prob` is log r(ζ|0) =
@@ -637,11 +637,15 @@ class SpikeAndExponential(_Relaxation):
 
   def _sample_n(self, n, seed=None):
     q = self._probs()
+    beta = tf.convert_to_tensor(self.beta)
     shape = ps.concat([[n], self.batch_shape_tensor()], axis=0)
     v = samplers.uniform(shape, dtype=self.dtype, seed=seed)
     slab = v < q
-    # The spike branch gets the quantile's argument 1, so its unused value and gradient are finite.
-    return tf.where(slab, 1. - self._exponential.quantile(tf.where(slab, v / q, 1.)), 0.)
+    # t = (ρ − 1 + q)/q ∈ (0, 1] on the slab; the spike branch gets t = 1 so that its unused
+    # value and gradient stay finite. (1/β) log(1 + (e^β − 1) t) = 1 + (1/β) log(t + (1 − t) e^{−β})
+    # never overflows, and q − v is exact where v is close to q.
+    t = tf.where(slab, (q - v) / q, 1.)
+    return tf.where(slab, 1. + tf.math.log(t + (1. - t) * tf.exp(-beta)) / beta, 0.)
 
   def _mean(self):
     return self._probs() * (1. - self._exponential.mean())

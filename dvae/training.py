@@ -162,7 +162,7 @@ class Trainer:
       for name, value in logs.items():
         tf.summary.scalar(f"train/{name}", value)
       tf.summary.scalar("train/beta", self.hparams.beta)
-      for name, value in getattr(self.model.prior, "summaries", dict)().items():
+      for name, value in self.model.prior.summaries().items():
         tf.summary.scalar(f"prior/{name}", value)
 
   def evaluate(self, num_samples_valid, num_samples_test, tag):
@@ -178,7 +178,7 @@ class Trainer:
       for name, value in results.items():
         tf.summary.scalar(f"{tag}/{name}", value)
       inputs = tf.constant(self.dataset.valid[:50])
-      pairs = tf.reshape(tf.stack([inputs, self.model(inputs)], axis=1), [100, -1])
+      pairs = tf.reshape(tf.stack([inputs, self.model(inputs)], axis=1), [-1, 784])
       tf.summary.image(f"{tag}/inputs_and_reconstructions", image_tiles(pairs, 10, 10))
       tf.summary.image(f"{tag}/samples", image_tiles(self.model.generate(100), 10, 10))
     self.log(f"step {self.step}: log Z {log_z:.2f} ± {log_z_stderr:.2f}, "
