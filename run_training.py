@@ -8,8 +8,10 @@ exit status 2 before anything is written; a run that goes numerically wrong stop
 and keeps its last good checkpoint. Re-running the same command resumes the run.
 """
 
+import contextlib
 import os
 import sys
+import tempfile
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +34,28 @@ def _define_flags():
     kind = next(t for t in (bool, int, float, str) if t in (hint, *typing.get_args(hint)))
     _FLAG_DEFINERS.get(kind, flags.DEFINE_boolean)(
         name, None, f"Overrides hparam `{name}` ({kind.__name__}).")
+
+
+@contextlib.contextmanager
+def _native_stderr_held_back():
+  """Holds back what TensorFlow's native libraries print to fd 2 while they load.
+
+  They log informational lines before any Python setting can silence them; the lines are
+  shown only if loading fails, so that a refusal of bad input stays one line.
+  """
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      held.seek(0)
+      sys.stderr.write(held.read().decode(errors="replace"))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
 
 
 def _fail(message, status=2):
@@ -71,7 +95,10 @@ def main(argv):
     _fail(f"export_dir {hparams.export_dir} exists; pass --overwrite to replace it")
 
   # Imported only now, so that bad hparams are reported before TensorFlow loads.
-  from dvae import data, export, training  # pylint: disable=g-import-not-at-top
+  with _native_stderr_held_back():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.list_logical_devices()
+    from dvae import data, export, training  # pylint: disable=g-import-not-at-top
 
   run_directory = training.run_directory(hparams)
   _check_writable(run_directory)

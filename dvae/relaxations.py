@@ -157,7 +157,8 @@ class _Smoothing(tfd.Distribution):
     if not self.validate_args:
       return []
     return [assert_util.assert_positive(getattr(self, name), message=f"`{name}` must be positive.")
-            for name in self._positive_parameters if is_init != tensor_util.is_ref(getattr(self, name))]
+            for name in self._positive_parameters
+            if is_init != tensor_util.is_ref(getattr(self, name))]
 
 
 class ExponentialSmoothing(_Smoothing):
@@ -183,7 +184,8 @@ class ExponentialSmoothing(_Smoothing):
     with tf.name_scope(name) as name:
       dtype = dtype_util.common_dtype([beta], dtype_hint=tf.float32)
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
-      super().__init__(dtype=dtype, reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+      super().__init__(dtype=dtype,
+                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
@@ -204,7 +206,7 @@ class ExponentialSmoothing(_Smoothing):
     return tf.math.expm1(-self.beta * x) / tf.math.expm1(-self.beta)
 
   def _survival_function(self, x):
-    # (e^{−βζ} − e^{−β}) / (1 − e^{−β}) = e^{−βζ} (e^{−β(1−ζ)} − 1) / (e^{−β} − 1), cancellation-free.
+    # (e^{−βζ} − e^{−β}) / (1 − e^{−β}) = e^{−βζ} (e^{−β(1−ζ)} − 1) / (e^{−β} − 1): no cancellation.
     beta = tf.convert_to_tensor(self.beta)
     return tf.exp(-beta * x) * tf.math.expm1(-beta * (1. - x)) / tf.math.expm1(-beta)
 
@@ -245,7 +247,8 @@ class PowerSmoothing(_Smoothing):
     with tf.name_scope(name) as name:
       dtype = dtype_util.common_dtype([beta], dtype_hint=tf.float32)
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
-      super().__init__(dtype=dtype, reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+      super().__init__(dtype=dtype,
+                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
@@ -310,7 +313,8 @@ class GaussianSmoothing(_Smoothing):
       dtype = dtype_util.common_dtype([loc, scale], dtype_hint=tf.float32)
       self._loc = tensor_util.convert_nonref_to_tensor(loc, dtype=dtype, name="loc")
       self._scale = tensor_util.convert_nonref_to_tensor(scale, dtype=dtype, name="scale")
-      super().__init__(dtype=dtype, reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+      super().__init__(dtype=dtype,
+                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
@@ -372,7 +376,8 @@ class UniformExponentialSmoothing(_Smoothing):
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
       self._eps = tensor_util.convert_nonref_to_tensor(eps, dtype=dtype, name="eps")
       self._exponential = ExponentialSmoothing(self._beta, validate_args=validate_args)
-      super().__init__(dtype=dtype, reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+      super().__init__(dtype=dtype,
+                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
@@ -595,7 +600,8 @@ class SpikeAndExponential(_Relaxation):
       self._logits = tensor_util.convert_nonref_to_tensor(logits, dtype=dtype, name="logits")
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
       self._exponential = ExponentialSmoothing(self._beta, validate_args=validate_args)
-      super().__init__(dtype=dtype, reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+      super().__init__(dtype=dtype,
+                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
