@@ -70,11 +70,15 @@ class DVAE(keras.Model):
     self.relaxation = priors.RELAXATION_OF_BASELINE[hparams.baseline]
     self._shifted = self.relaxation == "shifted_gaussian"
     units = hparams.latent_units
+    # Each network's initialisation has its own block of seeds, derived from the run's seed.
+    seeds = [10 * (hparams.num_latent_layers + 1) * hparams.seed + 10 * i
+             for i in range(hparams.num_latent_layers + 1)]
     self.encoder_nets = [
         networks.mlp(hparams.num_hidden, units * (2 if self._shifted else 1),
-                     name=f"encoder_{i}")
+                     name=f"encoder_{i}", seed=seeds[i])
         for i in range(hparams.num_latent_layers)]
-    self.decoder_net = networks.mlp(hparams.num_hidden, NUM_PIXELS, name="decoder")
+    self.decoder_net = networks.mlp(hparams.num_hidden, NUM_PIXELS, name="decoder",
+                                    seed=seeds[-1])
     num_latents = hparams.num_latent_layers * units
     self.rbm = RBM(num_latents // 2, num_latents - num_latents // 2,
                    num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,

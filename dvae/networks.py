@@ -20,13 +20,14 @@ def _decay():
   return keras.regularizers.L2(0.5 * WEIGHT_DECAY)
 
 
-def mlp(num_hidden, output_units, name, hidden_units=HIDDEN_UNITS):
+def mlp(num_hidden, output_units, name, seed, hidden_units=HIDDEN_UNITS):
   """An MLP with `num_hidden` dense → batch-norm → tanh blocks and a dense output.
 
   Args:
     num_hidden: number of hidden layers (0 gives a linear map).
     output_units: width of the output layer.
     name: Keras name of the network.
+    seed: integer seed of the kernels' initialisation (layer i uses seed + i).
     hidden_units: width of every hidden layer.
 
   Returns:
@@ -37,13 +38,14 @@ def mlp(num_hidden, output_units, name, hidden_units=HIDDEN_UNITS):
     layers += [
         # The bias would be cancelled by the batch norm that follows.
         keras.layers.Dense(hidden_units, use_bias=False,
-                           kernel_initializer="he_normal",
+                           kernel_initializer=keras.initializers.HeNormal(seed + i),
                            kernel_regularizer=_decay(), name=f"dense_{i}"),
         keras.layers.BatchNormalization(momentum=0.8, epsilon=1e-2,
                                         gamma_regularizer=_decay(),
                                         name=f"batch_norm_{i}"),
         keras.layers.Activation("tanh", name=f"tanh_{i}"),
     ]
-  layers.append(keras.layers.Dense(output_units, kernel_initializer="he_normal",
+  layers.append(keras.layers.Dense(output_units,
+                                   kernel_initializer=keras.initializers.HeNormal(seed + num_hidden),
                                    kernel_regularizer=_decay(), name="output"))
   return keras.Sequential(layers, name=name)

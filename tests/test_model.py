@@ -13,7 +13,7 @@ from absl.testing import parameterized
 from scipy.special import logsumexp
 
 import helpers
-from dvae import config, data, evaluation, training
+from dvae import config, evaluation, training
 from dvae.model import DVAE, iw_log_mean_exp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +35,7 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     dataset = helpers.synthetic_dataset()
     trainer = training.Trainer(hp, dataset, log=_quiet)
     self.assertEqual(trainer.model.trains_iw, baseline.startswith("dvaes") and k > 1)
-    batches = iter(data.train_dataset(dataset, hp.train_batch_size, seed=0))
+    batches = trainer.batches(seed=0)
     losses = [float(trainer._train_step(next(batches))["loss"]) for _ in range(40)]
     self.assertTrue(np.all(np.isfinite(losses)), losses)
     self.assertLess(np.mean(losses[-10:]), np.mean(losses[:10]) - 1.0)
@@ -45,12 +45,24 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     for key in ("val_nll", "test_nll", "val_neg_elbo", "test_neg_elbo", "log_z"):
       self.assertTrue(np.isfinite(results[key]), key)
 
+  def test_same_seed_gives_identical_training_trajectory(self):
+    dataset = helpers.synthetic_dataset()
+    trajectories = []
+    for run in range(2):
+      hp = helpers.tiny_hparams(os.path.join(self.get_temp_dir(), str(run)), seed=7,
+                                baseline="dvaes_gi", k=2)
+      trainer = training.Trainer(hp, dataset, log=_quiet)
+      batches = trainer.batches(seed=0)
+      trajectories.append([float(trainer._train_step(next(batches))["loss"])
+                           for _ in range(5)])
+    self.assertAllEqual(trajectories[0], trajectories[1])
+
   def test_fit_resumes_from_latest_checkpoint(self):
     hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=12, eval_every=12,
                               checkpoint_every_steps=5)
     dataset = helpers.synthetic_dataset()
     first = training.Trainer(hp, dataset, log=_quiet)
-    batches = iter(data.train_dataset(dataset, hp.train_batch_size, seed=0))
+    batches = first.batches(seed=0)
     for _ in range(7):
       first._train_step(next(batches))
     first.save_latest()
