@@ -1,0 +1,196 @@
+"""Speed of the hot paths against the machine's floor, measured in one run.
+
+    python bench/speed.py [--quick] [--json FILE]
+
+For each item the table gives the measured time per unit of work, the floor, and their ratio.
+The floor of an item is its arithmetic alone: the dense matrix products of the same shapes, in
+the same order, as one compiled TensorFlow function on the same machine in the same run, with
+nothing else (no random numbers, no nonlinearities, no bookkeeping). A ratio of 1.0 means the
+item runs at the speed of its matrix products.
+
+Items:
+  train_*        one training step of the default configuration (2-layer-nonlin, dvaes_power,
+                 batch 100, 1000 chains × 40 sweeps); floor: the sampler's 2·40 products of
+                 [1000, 200]·[200, 200] plus every dense layer's forward product and its two
+                 backward products at batch 100·K.
+  gibbs          one block-Gibbs sweep of 1000 chains of a 200 + 200 RBM; floor: its 2 products.
+  ais            log Z by AIS at 1000 temperatures × 1024 samples (200 + 200 RBM); floor: 2
+                 products of [1024, 200]·[200, 200] per temperature.
+  eval           IW evaluation of the 4-layer-nonlin model, per image × importance sample;
+                 floor: the forward products of the 4 encoders and the decoder.
+  memory         peak resident memory of a training process (default configuration).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from dvae import config, data, training  # pylint: disable=g-import-not-at-top
+from dvae.rbm import RBM  # pylint: disable=g-import-not-at-top
+
+
+def best_time(fn, repeats, warmup=1):
+  """The fastest of `repeats` timed calls of fn() (after `warmup` untimed ones), in seconds."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def matmul_floor(shapes, repeats):
+  """Seconds for one pass of bare products a[m, k]·b[k, n] for every (m, k, n) in `shapes`."""
+  operands = [(tf.random.uniform([m, k]), tf.random.uniform([k, n])) for m, k, n in shapes]
+
+  @tf.function
+  def products():
+    # Each product feeds a scalar into the next so that none can be skipped or reordered.
+    carry = tf.constant(0.0)
+    for a, b in operands:
+      carry = tf.reduce_sum(tf.matmul(a + carry * 0.0, b)[:1, :1])
+    return carry
+
+  return best_time(lambda: products().numpy(), repeats)
+
+
+def network_shapes(hp, rows):
+  """(m, k, n) of the forward products of every dense layer of the encoders and decoder."""
+  units, layers, hidden = hp.latent_units, hp.num_latent_layers, hp.num_hidden
+  shapes = []
+  for i in range(layers):
+    widths = [784 + i * units] + [200] * hidden + [units]
+    shapes += [(rows, a, b) for a, b in zip(widths, widths[1:])]
+  widths = [layers * units] + [200] * hidden + [784]
+  shapes += [(rows, a, b) for a, b in zip(widths, widths[1:])]
+  return shapes
+
+
+def training_shapes(hp):
+  rows = hp.train_batch_size * hp.k
+  forward = network_shapes(hp, rows)
+  # Backward: the gradient with respect to the input and to the kernel of each layer.
+  backward = [(m, n, k) for m, k, n in forward] + [(k, m, n) for m, k, n in forward]
+  half = hp.latent_units * hp.num_latent_layers // 2
+  sampler = [(hp.num_chains, half, half)] * (2 * hp.num_sweeps)
+  return sampler + forward + backward
+
+
+def bench_training(args, k, sampler):
+  hp, _ = config.load_hparams(None, dict(
+      struct="2-layer-nonlin", baseline="dvaes_power", k=k, sampler=sampler,
+      log_dir=args.scratch, num_train_iter=1_000_000))
+  dataset = data.load_dataset("binarized_mnist")
+  trainer = training.Trainer(hp, dataset, log=lambda _: None)
+  batches = trainer.batches(seed=0)
+  step = trainer._train_step  # pylint: disable=protected-access
+  steps = 3 if args.quick else 20
+  seconds = best_time(lambda: [step(next(batches))["loss"].numpy() for _ in range(steps)],
+                      repeats=2 if args.quick else 3) / steps
+  return seconds, matmul_floor(training_shapes(hp), repeats=5)
+
+
+def bench_gibbs(args):
+  rbm = RBM(200, 200, num_chains=1000)
+  rbm.w.assign(tf.random.normal([200, 200], stddev=0.1))
+  sweeps = 10 if args.quick else 100
+  sweep = tf.function(lambda z: rbm.gibbs_sweeps(z, sweeps, seed=[1, 2]))
+  seconds = best_time(lambda: sweep(rbm.chains).numpy(), repeats=3) / sweeps
+  return seconds, matmul_floor([(1000, 200, 200)] * 2, repeats=20)
+
+
+def bench_ais(args):
+  rbm = RBM(200, 200)
+  rbm.w.assign(tf.random.normal([200, 200], stddev=0.1))
+  num_betas = 100 if args.quick else 1000
+  seconds = best_time(lambda: rbm.log_z_ais(num_betas, 1024, seed=[1, 2])[0].numpy(),
+                      repeats=2 if args.quick else 3)
+  floor = matmul_floor([(1024, 200, 200)] * 2 * num_betas, repeats=3)
+  return seconds, floor, num_betas
+
+
+def bench_eval(args):
+  hp, _ = config.load_hparams(None, dict(struct="4-layer-nonlin", baseline="dvaes_power",
+                                         log_dir=args.scratch, num_train_iter=1_000_000))
+  dataset = data.load_dataset("binarized_mnist")
+  trainer = training.Trainer(hp, dataset, log=lambda _: None)
+  images, samples = 100, 100 if args.quick else 1000
+  log_weights = tf.function(trainer.model.discrete_log_weights)
+  batch = tf.constant(dataset.test[:images])
+  seconds = best_time(lambda: log_weights(batch, samples, tf.constant([0, 1])).numpy(),
+                      repeats=2 if args.quick else 3)
+  floor = matmul_floor(network_shapes(hp, images * samples), repeats=3)
+  return seconds / (images * samples), floor / (images * samples)
+
+
+def bench_memory(args):
+  """Peak RSS (MiB) of a separate process that trains the default configuration."""
+  steps = 5 if args.quick else 50
+  script = (
+      "import sys; sys.path.insert(0, {repo!r});"
+      "from dvae import config, data, training;"
+      "hp, _ = config.load_hparams(None, dict(struct='2-layer-nonlin', log_dir={scratch!r},"
+      " num_train_iter=1000000));"
+      "t = training.Trainer(hp, data.load_dataset('binarized_mnist'), log=lambda _: None);"
+      "b = t.batches(seed=0);"
+      "[t._train_step(next(b)) for _ in range({steps})]"
+  ).format(repo=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+           scratch=args.scratch, steps=steps)
+  subprocess.run([sys.executable, "-c", script], check=True)
+  return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true", help="fewer repeats; under two minutes")
+  parser.add_argument("--json", help="also write the table to this JSON file")
+  parser.add_argument("--scratch", default="/tmp/dvae-bench", help="scratch log directory")
+  args = parser.parse_args()
+
+  rows = []
+
+  def add(item, unit, seconds, floor, target):
+    rows.append(dict(item=item, unit=unit, seconds=seconds, floor_seconds=floor,
+                     ratio=seconds / floor, target_ratio=target))
+
+  for k in (1, 5):
+    for sampler in ("pcd", "pa"):
+      seconds, floor = bench_training(args, k, sampler)
+      add(f"train_k{k}_{sampler}", "step", seconds, floor, 1.5)
+  add("gibbs", "sweep (1000 chains, 200+200)", *bench_gibbs(args), 1.3)
+  seconds, floor, num_betas = bench_ais(args)
+  add("ais", f"log Z ({num_betas} temperatures × 1024)", seconds, floor, 1.3)
+  add("eval", "image × sample (4-layer-nonlin)", *bench_eval(args), 1.5)
+  memory = bench_memory(args)
+
+  print(f"{'item':<14} {'unit':<36} {'time':>12} {'floor':>12} {'ratio':>7} {'target':>7}")
+  for row in rows:
+    print(f"{row['item']:<14} {row['unit']:<36} {row['seconds'] * 1e3:>10.3f}ms "
+          f"{row['floor_seconds'] * 1e3:>10.3f}ms {row['ratio']:>7.2f} {row['target_ratio']:>7.1f}")
+  print(f"{'memory':<14} {'peak RSS of a training process':<36} {memory:>10.0f}MiB "
+        f"{'':>12} {'':>7} {'≤2048':>7}")
+  for row in rows:
+    if row["item"].startswith("train"):
+      print(f"{row['item']}: {1 / row['seconds']:.1f} steps/s; 1e6 steps ≈ "
+            f"{row['seconds'] * 1e6 / 3600:.1f} h")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"rows": rows, "peak_rss_mib": memory,
+                 "device": tf.config.list_logical_devices()[0].device_type,
+                 "quick": args.quick}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
