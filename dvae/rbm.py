@@ -21,17 +21,18 @@ which gives block Gibbs sampling, and either side sums out in closed form. Namin
   training surrogate is mean_chains(−E(z_chain)) on samples held constant; its value is
   meaningless, its gradient is the Monte Carlo estimate of ∂log Z/∂θ.
 * Annealing (AIS and population annealing) keeps the smaller side and follows the marginal path
-  p_β(z_k) ∝ e^{−F_β(z_k)} for linearly spaced 0 = β_0 < … < β_K = 1, from the uniform p_0 (Z_0 = 2^{n1+n2}) to the RBM's
-  marginal of the kept side. Step k multiplies a particle's weight by
-  e^{F_{β_{k−1}}(z_k) − F_{β_k}(z_k)} and then applies one block Gibbs sweep at β_k (z_s | z_k,
-  then z_k | z_s), which leaves p_{β_k}(z_k) invariant. Because the other side is summed out
-  analytically, the weights depend on the small side only; against the joint-space weights
-  e^{−(β_k − β_{k−1}) E(z)} this halves the standard error of log Ẑ (measured on 20 + 200 units,
-  W ~ N(0, 0.3²) and N(0, 0.5²)); see Salakhutdinov & Murray (2008).
-  AIS multiplies the weights of independent particles: Ẑ = Z_0 · mean_i w_i. Population
-  annealing resamples a population by its weights at every step: Ẑ = Z_0 · Π_k mean_i w_{k,i}.
-  Both estimators of Z are unbiased (systematic resampling is unbiased), so their log is biased
-  low by about half the relative variance.
+  p_β(z_k) ∝ e^{−F_β(z_k)} for linearly spaced 0 = β_0 < … < β_K = 1, from the uniform p_0
+  (Z_0 = 2^{n1+n2}) to the RBM's marginal of the kept side. Step k multiplies a particle's
+  weight by w_k = e^{F_{β_{k−1}}(z_k) − F_{β_k}(z_k)} and then applies one block Gibbs sweep at
+  β_k (z_s | z_k, then z_k | z_s), which leaves p_{β_k}(z_k) invariant. Because the other side
+  is summed out analytically, the weights depend on the small side only; against the
+  joint-space weights e^{−(β_k − β_{k−1}) E(z)} this halves the standard error of log Ẑ
+  (measured on 20 + 200 units with W ~ N(0, 0.3²) and N(0, 0.5²); Salakhutdinov & Murray, 2008,
+  anneal RBMs the same way). AIS keeps the particles independent and averages their accumulated
+  weights: Ẑ = Z_0 · mean_i Π_k w_{k,i}. Population annealing resamples the population by its
+  weights at every step: Ẑ = Z_0 · Π_k mean_i w_{k,i}. Both estimators of Z are unbiased
+  (systematic resampling is unbiased), so their log is biased low by about half the relative
+  variance.
 
 Randomness is stateless: every `seed` is an int32 [2] tensor (or a list of two ints), split with
 TFP's samplers, so a seed gives the same draw in eager mode and in `tf.function`; `seed=None`
@@ -98,12 +99,14 @@ def _systematic_resample(log_w, seed):
   """
   num_populations, size = log_w.shape
   cdf = tf.math.cumsum(tf.nn.softmax(log_w, axis=-1), axis=-1)
-  u = tf.random.stateless_uniform([num_populations, 1], seed)
-  positions = (tf.range(size, dtype=tf.float32) + u) / size
+  u = tf.random.stateless_uniform([num_populations, 1], seed, dtype=log_w.dtype)
+  positions = (tf.range(size, dtype=log_w.dtype) + u) / size
   # The last cumulative weight can round to just under 1.
   return tf.minimum(tf.searchsorted(cdf, positions, side="right"), size - 1)
 
 
+# Static shapes (no reduce_retracing): a configuration (populations, size, temperatures) traces
+# once, which is all training and evaluation need.
 @tf.function
 def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
   """Anneals populations of the kept side along the marginal path β_0 → β_K (module docstring).
@@ -117,12 +120,12 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
       annealing), False leaves the particles independent (AIS).
 
   Returns:
-    (z_keep [M, P, n_k], z_sum [M, P, n_s], log_z_ratio [M]): final states after the last
-    sweep at β_K, and each population's estimate of log Z_{β_K} / Z_{β_0}.
+    (z_keep [M, P, n_k], z_sum [M, P, n_s], log_z_ratio [M] float64): final states after the
+    last sweep at β_K, and each population's estimate of log Z_{β_K} / Z_{β_0}.
   """
   num_populations, size, num_keep = z_keep.shape
-  num_sum = b_sum.shape[0]
-  flat = [num_populations * size]
+  num_particles = num_populations * size
+  log_size = math.log(size)
   # Offsets that turn per-population offspring indices into rows of the flat population.
   offsets = tf.range(num_populations)[:, None] * size
 
@@ -131,13 +134,13 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
         tf.random.experimental.stateless_split(seed, 4))
     beta_before, beta = betas[k - 1], betas[k]
     activation = b_sum + tf.matmul(z_keep, w_ks)
-    log_w += tf.reshape(
+    log_w += tf.cast(tf.reshape(
         (beta - beta_before) * tf.linalg.matvec(z_keep, b_keep)
         + tf.reduce_sum(tf.nn.softplus(beta * activation)
                         - tf.nn.softplus(beta_before * activation), axis=-1),
-        [num_populations, size])
+        [num_populations, size]), tf.float64)
     if resample:
-      log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - math.log(size)
+      log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - log_size
       rows = tf.reshape(_systematic_resample(log_w, resample_seed) + offsets, [-1])
       z_keep, activation = tf.gather(z_keep, rows), tf.gather(activation, rows)
       log_w = tf.zeros_like(log_w)
@@ -147,11 +150,14 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
 
   _, z_keep, z_sum, log_w, log_z_ratio, _ = tf.while_loop(
       lambda k, *_: k < tf.shape(betas)[0], step,
-      (tf.constant(1), tf.reshape(z_keep, flat + [num_keep]), tf.zeros(flat + [num_sum]),
-       tf.zeros([num_populations, size]), tf.zeros([num_populations]), seed))
-  log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - math.log(size)
-  return (tf.reshape(z_keep, [num_populations, size, num_keep]),
-          tf.reshape(z_sum, [num_populations, size, num_sum]), log_z_ratio)
+      (tf.constant(1), tf.reshape(z_keep, [num_particles, num_keep]),
+       tf.zeros([num_particles, b_sum.shape[0]]),
+       # Sums of ~1000 increments reach hundreds of nats: float32 would lose ~1e-3 to rounding.
+       tf.zeros([num_populations, size], tf.float64), tf.zeros([num_populations], tf.float64),
+       seed))
+  log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - log_size
+  return (tf.reshape(z_keep, [num_populations, size, -1]),
+          tf.reshape(z_sum, [num_populations, size, -1]), log_z_ratio)
 
 
 @tf.function
@@ -177,12 +183,17 @@ def _log_z_exact(b_keep, b_sum, w_ks):
 
 
 def _log_mean_exp_with_stderr(log_estimates):
-  """log mean_m Ẑ_m and its delta-method standard error, std(Ẑ) / (√M · mean(Ẑ)), from log Ẑ_m."""
-  count = tf.cast(tf.size(log_estimates), tf.float32)
+  """log mean_m Ẑ_m and its delta-method standard error std(Ẑ) / (√M · mean(Ẑ)), as float32.
+
+  Args:
+    log_estimates: [M] float64 log Ẑ_m of M independent unbiased estimates Ẑ_m.
+  """
+  count = tf.cast(tf.size(log_estimates), tf.float64)
   shifted = tf.exp(log_estimates - tf.reduce_max(log_estimates))
   mean = tf.reduce_mean(shifted)
   std = tf.sqrt(tf.reduce_sum(tf.square(shifted - mean)) / tf.maximum(count - 1, 1))
-  return tf.math.log(mean) + tf.reduce_max(log_estimates), std / (tf.sqrt(count) * mean)
+  estimate = tf.math.log(mean) + tf.reduce_max(log_estimates)
+  return tf.cast(estimate, tf.float32), tf.cast(std / (tf.sqrt(count) * mean), tf.float32)
 
 
 def _fair_coins(shape, dtype=None):
@@ -304,6 +315,8 @@ class RBM(keras.layers.Layer):
 
   def _anneal(self, num_betas, num_populations, population_size, resample, seed):
     """Runs `_anneal` from uniform states; returns (joint states [M, P, n1 + n2], log Ẑ_m [M])."""
+    if num_betas < 2:
+      raise ValueError(f"num_betas must be at least 2 (β = 0 and β = 1), got {num_betas}")
     b_keep, b_sum, w_ks, kept_is_left = self._oriented()
     init_seed, anneal_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
     z_keep = tf.reshape(
@@ -339,11 +352,12 @@ class RBM(keras.layers.Layer):
     return tf.cast(_log_z_exact(b_keep, b_sum, w_ks), tf.float32), tf.constant(0.0)
 
   def log_z_ais(self, num_betas=1000, num_samples=1024, seed=None):
-    """Annealed importance sampling: (log Ẑ, standard error) with Ẑ = Z_0 · mean_i w_i.
+    """Annealed importance sampling: (log Ẑ, standard error), Ẑ = Z_0 · mean_i Π_k w_{k,i}.
 
     `num_samples` independent particles go through `num_betas` linearly spaced inverse
     temperatures from 0 to 1 (one Gibbs sweep at each) on the marginal path of the module
-    docstring. The standard error of log Ẑ is the delta-method std(w) / (√N · mean(w)).
+    docstring. With w_i = Π_k w_{k,i} the weight of particle i, the standard error of log Ẑ is
+    the delta-method std(w) / (√N · mean(w)).
     """
     _, log_weights = self._anneal(num_betas, num_samples, 1, False, seed)
     return _log_mean_exp_with_stderr(log_weights)
