@@ -238,8 +238,11 @@ class RBM(keras.layers.Layer):
     self.b2 = self.add_weight(shape=[self._num_right], initializer="zeros", name="b2")
     self.w = self.add_weight(shape=[self._num_left, self._num_right], initializer="zeros",
                              name="w")
-    self.chains = self.add_weight(shape=[self.num_chains, self.num_units],
-                                  initializer=_fair_coins, trainable=False, name="chains")
+    # Under a tf.distribute strategy every replica keeps and advances its own chains
+    # (synchronised on read: a cross-replica read, e.g. for a checkpoint, sees replica 0's).
+    self.chains = keras.Variable(
+        _fair_coins, shape=[self.num_chains, self.num_units], trainable=False,
+        synchronization="on_read", aggregation="only_first_replica", name="chains")
     self.log_z = self.add_weight(
         shape=[], initializer=keras.initializers.Constant(self.num_units * math.log(2.0)),
         trainable=False, name="log_z")

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
                             for _ in range(30)]
       losses[distribute + "_replicas"] = trainer.strategy.num_replicas_in_sync
       if distribute == "mirrored":
-        chains = trainer.strategy.experimental_local_results(trainer.model.rbm.chains)
+        chains = trainer.strategy.experimental_local_results(trainer.model.rbm.chains.value)
         losses["chains_differ"] = bool(tf.reduce_any(chains[0] != chains[1]))
     print(json.dumps(losses))
 """)
