@@ -63,9 +63,9 @@ _EXACT_CHUNK_BITS = 14
 
 
 def _bernoulli(logits, seed):
-  """Binary float samples with P(1) = σ(logits)."""
+  """Binary float samples with P(1) = σ(logits); runs inside the XLA-compiled loops below."""
   uniform = tf.random.stateless_uniform(tf.shape(logits), seed, dtype=logits.dtype,
-                                        alg="philox")
+                                        alg="threefry")
   return tf.cast(uniform < tf.sigmoid(logits), logits.dtype)
 
 
@@ -74,9 +74,10 @@ def _uniform_states(num_samples, num_units, seed):
   return tf.cast(tf.random.stateless_uniform([num_samples, num_units], seed) < 0.5, tf.float32)
 
 
-# The loops below are not jit-compiled: on CPU, XLA's stateless RNG inside a while loop measured
-# several times slower than TensorFlow's kernel, which made a whole sweep about twice as slow.
-@tf.function(reduce_retracing=True)
+# The sampling loops are XLA-compiled with the threefry generator: on CPU, random numbers bound
+# the sweeps, and XLA's fused threefry measured 2.5× faster than TensorFlow's philox kernel
+# (XLA's philox is far slower still), making a training step's sampler ~20% faster.
+@tf.function(reduce_retracing=True, jit_compile=True)
 def _gibbs(b1, b2, w, z1, z2, num_sweeps, beta, seed):
   """`num_sweeps` block Gibbs sweeps (z2 | z1, then z1 | z2) at inverse temperature `beta`."""
 
@@ -107,7 +108,7 @@ def _systematic_resample(log_w, seed):
 
 # Static shapes (no reduce_retracing): a configuration (populations, size, temperatures) traces
 # once, which is all training and evaluation need.
-@tf.function
+@tf.function(jit_compile=True)
 def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
   """Anneals populations of the kept side along the marginal path β_0 → β_K (module docstring).
 
