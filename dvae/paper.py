@@ -10,8 +10,7 @@ from the reference's defaults — 1e6 training steps with population annealing. 
 run they show the ordering of the baselines to expect, not a value to match.
 """
 
-BASELINES = ("dvae_spike_exp", "dvaepp_exp", "dvaepp_power", "dvaes_gi", "dvaes_gauss",
-             "dvaes_exp", "dvaes_unexp", "dvaes_power")
+from dvae.config import BASELINES
 
 # What a reader sees for each baseline name: the paper's column headings.
 BASELINE_TITLES = {

@@ -24,9 +24,8 @@ import math
 import tensorflow as tf
 
 from dvae import relaxations
+from dvae.config import BASELINES
 
-BASELINES = ("dvae_spike_exp", "dvaepp_exp", "dvaepp_power", "dvaes_gi", "dvaes_gauss",
-             "dvaes_exp", "dvaes_unexp", "dvaes_power")
 
 # The posterior relaxation q(ζ|x) each baseline trains with (names of `dvae.relaxations`).
 RELAXATION_OF_BASELINE = {

@@ -161,27 +161,14 @@ class _Smoothing(tfd.Distribution):
             if is_init != tensor_util.is_ref(getattr(self, name))]
 
 
-class ExponentialSmoothing(_Smoothing):
-  """Truncated exponential smoothing on [0, 1] (DVAE++).
-
-  #### Mathematical Details
-
-      r(ζ|0) = β e^{−βζ} / (1 − e^{−β}),      R(ζ|0) = (1 − e^{−βζ}) / (1 − e^{−β}),
-      ζ = −log(1 − (1 − e^{−β}) u) / β  for u ~ U(0, 1).
-
-  `expm1`/`log1p` keep every term accurate for β from ~0 to well beyond 100.
-
-  ```python
-  r = ExponentialSmoothing(beta=10.)
-  r.cdf(0.1)  # (1 − e^{−1}) / (1 − e^{−10})
-  ```
-  """
+class _BetaSmoothing(_Smoothing):
+  """A smoothing family with one sharpness parameter β > 0 (exponential, power-function)."""
 
   _positive_parameters = ("beta",)
 
-  def __init__(self, beta, validate_args=False, allow_nan_stats=True, name="ExponentialSmoothing"):
+  def __init__(self, beta, validate_args=False, allow_nan_stats=True, name=None):
     parameters = dict(locals())
-    with tf.name_scope(name) as name:
+    with tf.name_scope(name or type(self).__name__) as name:
       dtype = dtype_util.common_dtype([beta], dtype_hint=tf.float32)
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
       super().__init__(dtype=dtype,
@@ -197,6 +184,23 @@ class ExponentialSmoothing(_Smoothing):
   @property
   def beta(self):
     return self._beta
+
+
+class ExponentialSmoothing(_BetaSmoothing):
+  """Truncated exponential smoothing on [0, 1] (DVAE++).
+
+  #### Mathematical Details
+
+      r(ζ|0) = β e^{−βζ} / (1 − e^{−β}),      R(ζ|0) = (1 − e^{−βζ}) / (1 − e^{−β}),
+      ζ = −log(1 − (1 − e^{−β}) u) / β  for u ~ U(0, 1).
+
+  `expm1`/`log1p` keep every term accurate for β from ~0 to well beyond 100.
+
+  ```python
+  r = ExponentialSmoothing(beta=10.)
+  r.cdf(0.1)  # (1 − e^{−1}) / (1 − e^{−10})
+  ```
+  """
 
   def _log_prob(self, x):
     beta = tf.convert_to_tensor(self.beta)
@@ -218,7 +222,7 @@ class ExponentialSmoothing(_Smoothing):
     return tf.math.reciprocal(self.beta) + tf.exp(-self.beta) / tf.math.expm1(-self.beta)
 
 
-class PowerSmoothing(_Smoothing):
+class PowerSmoothing(_BetaSmoothing):
   """Power-function smoothing on [0, 1] (DVAE++, DVAE#).
 
   #### Mathematical Details
@@ -239,27 +243,6 @@ class PowerSmoothing(_Smoothing):
   r.sample(1000, seed=[1, 2])  # mostly tiny values
   ```
   """
-
-  _positive_parameters = ("beta",)
-
-  def __init__(self, beta, validate_args=False, allow_nan_stats=True, name="PowerSmoothing"):
-    parameters = dict(locals())
-    with tf.name_scope(name) as name:
-      dtype = dtype_util.common_dtype([beta], dtype_hint=tf.float32)
-      self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
-      super().__init__(dtype=dtype,
-                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
-                       validate_args=validate_args, allow_nan_stats=allow_nan_stats,
-                       parameters=parameters, name=name)
-
-  @classmethod
-  def _parameter_properties(cls, dtype, num_classes=None):
-    return dict(beta=parameter_properties.ParameterProperties(
-        default_constraining_bijector_fn=lambda: _positive(dtype)))
-
-  @property
-  def beta(self):
-    return self._beta
 
   def _log_prob(self, x):
     beta = tf.convert_to_tensor(self.beta)
