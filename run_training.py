@@ -10,6 +10,7 @@ and keeps its last good checkpoint. Re-running the same command resumes the run.
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import typing
@@ -56,6 +57,11 @@ def _native_stderr_held_back():
     finally:
       os.dup2(saved, 2)
       os.close(saved)
+
+
+def _interrupt(signum, frame):
+  del signum, frame  # A termination request is handled like Ctrl-C: save, then stop.
+  raise KeyboardInterrupt
 
 
 def _fail(message, status=2):
@@ -112,6 +118,7 @@ def main(argv):
   print(f"run directory: {run_directory}", flush=True)
 
   trainer = training.Trainer(hparams, dataset, log=lambda line: print(line, flush=True))
+  signal.signal(signal.SIGTERM, _interrupt)
   try:
     trainer.fit()
   except training.NonFiniteError as e:

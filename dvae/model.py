@@ -177,7 +177,9 @@ class DVAE(keras.Model):
     Returns a dict of scalars: `objective` (the bound to maximise, KL warm-up applied),
     `reconstruction` (−E log p(x|ζ)), `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL) and
     `log_z_surrogate` (the sampler's surrogate, whose gradient is ∂log Z/∂θ). log Z enters the
-    bound with the stored estimate as its value and the surrogate's gradient.
+    bound with the stored estimate as its value and the surrogate's gradient; the estimate is
+    refreshed at every evaluation, so between evaluations the reported loss is offset by the
+    change of log Z since the last one (the gradient is unaffected).
     """
     k = self.hparams.k
     encode_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))

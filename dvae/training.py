@@ -181,7 +181,7 @@ class Trainer:
       pairs = tf.reshape(tf.stack([inputs, self.model(inputs)], axis=1), [-1, 784])
       tf.summary.image(f"{tag}/inputs_and_reconstructions", image_tiles(pairs, 10, 10))
       tf.summary.image(f"{tag}/samples", image_tiles(self.model.generate(100), 10, 10))
-    self.log(f"step {self.step}: log Z {log_z:.2f} ± {log_z_stderr:.2f}, "
+    self.log(f"step {self.step}: log Z {log_z:.3f} ± {log_z_stderr:.3f}, "
              f"val NLL {results['val_nll']:.2f}, test NLL {results['test_nll']:.2f}")
     return results
 

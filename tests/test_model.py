@@ -57,6 +57,12 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
                            for _ in range(5)])
     self.assertAllEqual(trajectories[0], trajectories[1])
 
+  def test_training_step_traces_once(self):
+    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=30, eval_every=15)
+    trainer = training.Trainer(hp, helpers.synthetic_dataset(), log=_quiet)
+    trainer.fit()
+    self.assertEqual(trainer._train_step.experimental_get_tracing_count(), 1)
+
   def test_fit_resumes_from_latest_checkpoint(self):
     hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=12, eval_every=12,
                               checkpoint_every_steps=5)
