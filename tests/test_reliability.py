@@ -22,9 +22,18 @@ class NonFiniteTrainingTest(tf.test.TestCase):
     dataset = helpers.synthetic_dataset()
     training.Trainer(hp, dataset, log=_quiet).fit()
 
-    # The same run, extended, meets a corrupt batch at step 6.
-    poisoned = dataclasses.replace(dataset, train=np.full_like(dataset.train, np.nan))
-    trainer = training.Trainer(helpers.replace(hp, num_train_iter=10), poisoned, log=_quiet)
+    # The same run, extended, resumes with a weight corrupted to NaN (as a bad update or a
+    # hardware fault would leave it): step 6 must stop the run and name the term.
+    trainer = training.Trainer(helpers.replace(hp, num_train_iter=10), dataset, log=_quiet)
+    restore = trainer.restore_latest
+
+    def restore_then_corrupt():
+      step = restore()
+      bias = trainer.model.decoder_net.layers[-1].bias
+      bias.assign(np.full(bias.shape, np.nan, np.float32))
+      return step
+
+    trainer.restore_latest = restore_then_corrupt
     with self.assertRaisesRegex(training.NonFiniteError,
                                 r"non-finite reconstruction at step 6; .*ckpt-5"):
       trainer.fit()
