@@ -2,10 +2,10 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -141,27 +141,31 @@ class CrashSafetyTest(tf.test.TestCase):
 
   def test_run_killed_repeatedly_resumes_and_finishes(self):
     log_dir = os.path.join(self.get_temp_dir(), "logs")
-    args = ["--hparams=quickstart", f"--log_dir={log_dir}", "--num_train_iter=300",
-            "--eval_every=150", "--checkpoint_every_steps=20", *TINY]
+    args = ["--hparams=quickstart", f"--log_dir={log_dir}", "--num_train_iter=600",
+            "--eval_every=300", "--checkpoint_every_steps=20", *TINY]
     run = os.path.join(log_dir, "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
     env = dict(os.environ, DVAE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    latest = os.path.join(run, "checkpoints", "latest")
-    for kill_after in (12.0, 15.0, 18.0):
+    # SIGKILL once the progress line of a given step appears: mid-training (100), as the
+    # evaluation at step 300 begins, and mid-training after that (500); each run resumes the
+    # previous one. Killing on progress rather than on a timer makes the test independent of
+    # the machine's speed.
+    for kill_at in (100, 300, 500):
       process = subprocess.Popen(
           [sys.executable, os.path.join(REPO, "run_training.py"), *args], cwd=REPO, env=env,
-          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-      time.sleep(kill_after)
-      process.send_signal(signal.SIGKILL)
+          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+      for line in process.stdout:
+        match = re.match(r"step (\d+)/", line)
+        if match and int(match.group(1)) >= kill_at:
+          process.send_signal(signal.SIGKILL)
+          break
       process.wait()
-      self.assertFalse(os.path.exists(os.path.join(run, "results.json")) and
-                       process.returncode == 0)
-    steps_reached = tf.train.latest_checkpoint(latest)
+      self.assertEqual(process.returncode, -signal.SIGKILL)
+      self.assertFalse(os.path.exists(os.path.join(run, "results.json")))
     result = run_cli(args)
     self.assertEqual(result.returncode, 0, result.stderr)
-    if steps_reached:
-      self.assertIn("resumed from", result.stdout)
+    self.assertIn("resumed from", result.stdout)
     with open(os.path.join(run, "results.json")) as f:
-      self.assertEqual(json.load(f)["steps"], 300)
+      self.assertEqual(json.load(f)["steps"], 600)
 
 
 if __name__ == "__main__":
