@@ -13,6 +13,8 @@ in memory: the log-sum-exp is accumulated across chunks in float64.
 import numpy as np
 import tensorflow as tf
 
+from dvae import data
+
 # Rows (images × samples) pushed through the networks at once.
 MAX_ROWS = 100_000
 
@@ -31,14 +33,11 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=MAX_ROWS):
   Returns:
     dict with `neg_elbo` and `nll` (Python floats).
   """
-  images = np.asarray(images, np.float32)
   chunk = max(1, min(num_samples, max_rows // batch_size))
   log_weights = tf.function(model.discrete_log_weights, reduce_retracing=True)
-  log_sum = np.empty(len(images))
-  mean_log_w = np.empty(len(images))
+  log_sum, mean_log_w = [], []
   call = 0
-  for start in range(0, len(images), batch_size):
-    batch = tf.constant(images[start:start + batch_size])
+  for batch in data.eval_dataset(images, batch_size):
     lse = np.full(batch.shape[0], -np.inf)
     total = np.zeros(batch.shape[0])
     for first in range(0, num_samples, chunk):
@@ -48,7 +47,7 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=MAX_ROWS):
       top = log_w.max(axis=1)
       lse = np.logaddexp(lse, top + np.log(np.exp(log_w - top[:, None]).sum(axis=1)))
       total += log_w.sum(axis=1)
-    log_sum[start:start + batch_size] = lse
-    mean_log_w[start:start + batch_size] = total / num_samples
-  return {"neg_elbo": float(-mean_log_w.mean()),
-          "nll": float(-(log_sum - np.log(num_samples)).mean())}
+    log_sum.append(lse)
+    mean_log_w.append(total / num_samples)
+  return {"neg_elbo": float(-np.concatenate(mean_log_w).mean()),
+          "nll": float(-(np.concatenate(log_sum) - np.log(num_samples)).mean())}
