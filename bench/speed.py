@@ -18,6 +18,12 @@ Items:
                  products of [1024, 200]·[200, 200] per temperature.
   eval           IW evaluation of the 4-layer-nonlin model, per image × importance sample;
                  floor: the forward products of the 4 encoders and the decoder.
+  dimod_sa       the prior's negative phase through the dimod adapter (dvae.samplers.DimodSampler)
+                 around dwave-samplers' simulated annealing at fixed β = 1, 1000 chains × 40
+                 sweeps of a 200 + 200 RBM (needs requirements-dwave.txt); floor: PCD's negative
+                 phase at the same chains × sweeps, so the ratio is the adapter's cost against
+                 the built-in sampler, not against matrix products. Simulated annealing updates
+                 one spin at a time in C, where PCD multiplies matrices: the target allows 50×.
   memory         peak resident memory of a training process (default configuration).
 """
 
@@ -134,6 +140,21 @@ def bench_eval(args):
   return seconds / (images * samples), floor / (images * samples)
 
 
+def bench_dimod(args):
+  """Seconds per negative phase of the dimod adapter around simulated annealing, and of PCD."""
+  from dwave.samplers import SimulatedAnnealingSampler  # pylint: disable=g-import-not-at-top
+  from dvae.samplers import DimodSampler  # pylint: disable=g-import-not-at-top
+  times = []
+  for sampler in (DimodSampler(SimulatedAnnealingSampler(), num_sweeps=40, beta_range=[1, 1],
+                               proposal_acceptance_criteria="Gibbs"), "pcd"):
+    rbm = RBM(200, 200, num_chains=1000, num_sweeps=40, sampler=sampler)
+    rbm.w.assign(tf.random.normal([200, 200], stddev=0.1))
+    step = tf.function(rbm.train_log_z)
+    times.append(best_time(lambda: step(tf.constant([1, 2])).numpy(),  # pylint: disable=cell-var-from-loop
+                           repeats=2 if args.quick else 5))
+  return tuple(times)
+
+
 def bench_memory(args):
   """Peak RSS (MiB) of a separate process that trains the default configuration."""
   steps = 5 if args.quick else 50
@@ -176,6 +197,7 @@ def main():
   seconds, floor, num_betas = bench_ais(args)
   add("ais", f"log Z ({num_betas} temperatures × 1024)", seconds, floor, 1.3)
   add("eval", "image × sample (4-layer-nonlin)", *bench_eval(args), 1.5)
+  add("dimod_sa", "negative phase (1000 chains × 40)", *bench_dimod(args), 50.0)
   memory = bench_memory(args)
 
   print(f"{'item':<14} {'unit':<36} {'time':>12} {'floor':>12} {'ratio':>7} {'target':>7}")

@@ -16,10 +16,12 @@ import math
 import os
 import typing
 
+from dvae import bqm
+
 DATASETS = ("binarized_mnist", "omniglot")
 BASELINES = ("dvae_spike_exp", "dvaepp_exp", "dvaepp_power", "dvaes_gi", "dvaes_gauss",
              "dvaes_exp", "dvaes_unexp", "dvaes_power")
-SAMPLERS = ("pcd", "pa")
+SAMPLERS = ("pcd", "pa", "dimod")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 
 HIDDEN_UNITS = 200
@@ -87,6 +89,10 @@ class HParams:
   fills them from the β table, the dataset's default evaluation batch, and the schedule of
   SPEC §5 (every 20,000 steps, or 10,000 when `num_train_iter` ≤ 100,000).
   `verify_data` checks data files against their published hashes (see `dvae.data`).
+  With `sampler` "dimod", `dimod_sampler` is the import path of a dimod sampler class (made
+  without arguments), `dimod_sampler_args` a JSON object of arguments to its `sample`, and
+  `sampler_inverse_temperature` / `estimate_inverse_temperature` those of
+  `dvae.samplers.DimodSampler`; they apply to no other sampler.
   """
   dataset: str = "binarized_mnist"
   struct: str = "2-layer-nonlin"
@@ -94,6 +100,10 @@ class HParams:
   k: int = 1
   beta: float | None = None
   sampler: str = "pa"
+  dimod_sampler: str | None = None
+  dimod_sampler_args: str = "{}"
+  sampler_inverse_temperature: float = 1.0
+  estimate_inverse_temperature: bool = False
   num_chains: int = 1000
   num_sweeps: int = 40
   num_train_iter: int = 1_000_000
@@ -130,6 +140,11 @@ class HParams:
     """Deterministic hidden layers (of `HIDDEN_UNITS` each) in every encoder and decoder MLP."""
     return self.structure.num_hidden
 
+  @property
+  def dimod_sampler_kwargs(self):
+    """`dimod_sampler_args` as a dict."""
+    return json.loads(self.dimod_sampler_args)
+
   def to_dict(self):
     """The resolved values, for results.json."""
     return dataclasses.asdict(self)
@@ -141,7 +156,9 @@ _CHOICES = {"dataset": DATASETS, "struct": tuple(STRUCTURES), "baseline": BASELI
 _AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
                  "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
                  "checkpoint_every_steps")
-_POSITIVE_REALS = ("beta", "base_lr", "checkpoint_every_secs")
+_POSITIVE_REALS = ("beta", "base_lr", "checkpoint_every_secs", "sampler_inverse_temperature")
+_DIMOD_ONLY = {"dimod_sampler": None, "dimod_sampler_args": "{}",
+               "sampler_inverse_temperature": 1.0, "estimate_inverse_temperature": False}
 # The model feeds the seed to int32 stateless seeds.
 _MAX_SEED = 2**31 - 1
 
@@ -292,6 +309,32 @@ def _check_ranges(hparams, origins):
     refuse("eval_batch_size",
            f"a divisor of the {hparams.dataset} validation ({sizes['valid']}) and test "
            f"({sizes['test']}) sizes: one of {', '.join(map(str, divisors))}")
+  _check_dimod_sampler(hparams, origins)
+
+
+def _check_dimod_sampler(hparams, origins):
+  """The dimod hparams are set only with sampler=dimod, and then name a usable sampler."""
+  if hparams.sampler != "dimod":
+    for key, default in _DIMOD_ONLY.items():
+      if getattr(hparams, key) != default:
+        raise ConfigError(f"hparam {key} ({_where(origins, key)}) applies to sampler=dimod only; "
+                          f"sampler is {hparams.sampler!r}")
+    return
+  if not hparams.dimod_sampler:
+    raise ConfigError("sampler=dimod needs dimod_sampler, the import path of a dimod sampler "
+                      "class, e.g. --dimod_sampler=dwave.samplers.SimulatedAnnealingSampler")
+  try:
+    kwargs = json.loads(hparams.dimod_sampler_args)
+  except json.JSONDecodeError as e:
+    kwargs = e
+  if not isinstance(kwargs, dict):
+    raise ConfigError(f"hparam dimod_sampler_args ({_where(origins, 'dimod_sampler_args')}) must "
+                      f"be a JSON object such as '{{\"num_sweeps\": 100}}', got "
+                      f"{hparams.dimod_sampler_args!r}")
+  try:
+    bqm.check_sample_kwargs(bqm.sampler_from_path(hparams.dimod_sampler), kwargs)
+  except (ImportError, ValueError) as e:
+    raise ConfigError(str(e)) from None
 
 
 def _where(origins, key):

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dvae import networks, priors, relaxations
+from dvae import networks, priors, relaxations, samplers
 from dvae.rbm import RBM
 
 NUM_PIXELS = 784
@@ -82,7 +82,7 @@ class DVAE(keras.Model):
     num_latents = hparams.num_latent_layers * units
     self.rbm = RBM(num_latents // 2, num_latents - num_latents // 2,
                    num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,
-                   sampler=hparams.sampler, name="rbm")
+                   sampler=samplers.from_hparams(hparams), name="rbm")
     self.prior = priors.make_prior(hparams.baseline, self.rbm, hparams.beta,
                                    num_latent_layers=hparams.num_latent_layers)
     self.train_mean = self.add_weight(

@@ -82,8 +82,9 @@ class BoltzmannPrior:
     return self.discrete_log_prob(zeta, log_z)
 
   def summaries(self):
-    """Scalars worth watching during training, by name (none for most priors)."""
-    return {}
+    """Scalars worth watching during training, by name: the sampler's (see
+    `dvae.samplers.Sampler.summaries`)."""
+    return self.rbm.sampler.summaries()
 
 
 class AnalyticKLPrior(BoltzmannPrior):
@@ -287,7 +288,8 @@ class GaussianIntegralPrior(RelaxedPrior):
     return -tf.reduce_max(singular_values)
 
   def summaries(self):
-    return {"lambda": self.lam(), "min_eigenvalue": self.min_eigenvalue()}
+    return {**super().summaries(), "lambda": self.lam(),
+            "min_eigenvalue": self.min_eigenvalue()}
 
   def lam(self):
     """The overlap λ = max(β, 5 + max(0, −λ_min(𝒲))), a scalar without gradient."""

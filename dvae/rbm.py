@@ -48,13 +48,15 @@ log_z, stderr = rbm.update_log_z("ais", num_betas=1000, num_samples=1024, seed=[
 ```
 """
 
+import itertools
 import math
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-SAMPLERS = ("pcd", "pa")
+from dvae import samplers
+
 LOG_Z_METHODS = ("exact", "ais", "pa")
 # Beyond 2^20 states on the enumerated side exact log Z is no longer a matter of seconds.
 MAX_EXACT_UNITS = 20
@@ -212,7 +214,9 @@ class RBM(keras.layers.Layer):
     weight_decay: coefficient c of the penalty c · ½‖W‖².
     num_chains: persistent chains (PCD) or population size (PA) for the log Z gradient.
     num_sweeps: Gibbs sweeps per training step (PCD) or annealing steps (PA).
-    sampler: "pcd" (persistent contrastive divergence) or "pa" (population annealing).
+    sampler: the negative phase of the log Z gradient: "pcd" (persistent contrastive
+      divergence), "pa" (population annealing) or a `dvae.samplers.Sampler` such as a
+      `DimodSampler` (see `dvae.samplers.get`).
     **kwargs: `keras.layers.Layer` arguments (name, …).
 
   Variables: trainable `b1` [n1], `b2` [n2], `w` [n1, n2], zero at the start; non-trainable
@@ -224,8 +228,9 @@ class RBM(keras.layers.Layer):
   def __init__(self, num_left, num_right, weight_decay=1e-4, num_chains=1000, num_sweeps=40,
                sampler="pcd", **kwargs):
     super().__init__(**kwargs)
-    if sampler not in SAMPLERS:
-      raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    self.sampler = samplers.get(sampler)
+    # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
+    self.supports_jit = self.sampler.supports_jit
     for arg, value in (("num_left", num_left), ("num_right", num_right),
                        ("num_chains", num_chains), ("num_sweeps", num_sweeps)):
       if int(value) != value or value < 1:
@@ -234,7 +239,7 @@ class RBM(keras.layers.Layer):
       raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
     self._num_left, self._num_right = int(num_left), int(num_right)
     self.weight_decay = float(weight_decay)
-    self.num_chains, self.num_sweeps, self.sampler = int(num_chains), int(num_sweeps), sampler
+    self.num_chains, self.num_sweeps = int(num_chains), int(num_sweeps)
     self.b1 = self.add_weight(shape=[self._num_left], initializer="zeros", name="b1")
     self.b2 = self.add_weight(shape=[self._num_right], initializer="zeros", name="b2")
     self.w = self.add_weight(shape=[self._num_left, self._num_right], initializer="zeros",
@@ -255,7 +260,7 @@ class RBM(keras.layers.Layer):
     config = super().get_config()
     config.update(num_left=self._num_left, num_right=self._num_right,
                   weight_decay=self.weight_decay, num_chains=self.num_chains,
-                  num_sweeps=self.num_sweeps, sampler=self.sampler)
+                  num_sweeps=self.num_sweeps, sampler=self.sampler.get_config())
     return config
 
   @property
@@ -269,6 +274,22 @@ class RBM(keras.layers.Layer):
   @property
   def num_units(self):
     return self._num_left + self._num_right
+
+  @property
+  def biases(self):
+    """The graph view's biases [n1 + n2]: (b1, b2)."""
+    return tf.concat([self.b1, self.b2], axis=0)
+
+  @property
+  def edges(self):
+    """The graph view's edges: (i, n1 + j) for every left unit i and right unit j, row-major."""
+    return list(itertools.product(range(self._num_left),
+                                  range(self._num_left, self.num_units)))
+
+  @property
+  def couplings(self):
+    """The graph view's couplings [n1 · n2]: W_ij in the order of `edges`."""
+    return tf.reshape(self.w, [-1])
 
   def energy(self, z):
     """E(z) = −b1ᵀz1 − b2ᵀz2 − z1ᵀW z2 for z [..., n1 + n2]; returns [...]."""
@@ -317,8 +338,12 @@ class RBM(keras.layers.Layer):
     return self.gibbs_sweeps(_uniform_states(num_samples, self.num_units, init_seed),
                              num_sweeps, gibbs_seed)
 
-  def _anneal(self, num_betas, num_populations, population_size, resample, seed):
-    """Runs `_anneal` from uniform states; returns (joint states [M, P, n1 + n2], log Ẑ_m [M])."""
+  def anneal(self, num_betas, num_populations, population_size, resample, seed):
+    """Anneals M populations of P particles from uniform states over `num_betas` linearly spaced
+    inverse temperatures in [0, 1] (module docstring), resampling at every step if `resample`.
+
+    Returns (joint states [M, P, n1 + n2], log Ẑ_m [M] float64).
+    """
     if num_betas < 2:
       raise ValueError(f"num_betas must be at least 2 (β = 0 and β = 1), got {num_betas}")
     b_keep, b_sum, w_ks, kept_is_left = self._oriented()
@@ -332,16 +357,13 @@ class RBM(keras.layers.Layer):
     return states, log_z_ratio + self.num_units * math.log(2.0)
 
   def train_log_z(self, seed):
-    """Advances the sampler, stores its states in `chains`, returns mean_chains(−E(chains)).
+    """Runs the sampler's negative phase, stores its states in `chains`, returns
+    mean_chains(−E(chains)).
 
     The states are constants, so the gradient of the result is the sampler's estimate of
     ∂log Z/∂θ = E_p[−∂E/∂θ]; its value is not log Z.
     """
-    if self.sampler == "pcd":
-      chains = self.gibbs_sweeps(self.chains, self.num_sweeps, seed)
-    else:
-      states, _ = self._anneal(self.num_sweeps + 1, 1, self.num_chains, True, seed)
-      chains = states[0]
+    chains = self.sampler.negative_phase(self, seed)
     self.chains.assign(chains)
     return tf.reduce_mean(-self.energy(tf.stop_gradient(chains)))
 
@@ -363,7 +385,7 @@ class RBM(keras.layers.Layer):
     docstring. With w_i = Π_k w_{k,i} the weight of particle i, the standard error of log Ẑ is
     the delta-method std(w) / (√N · mean(w)).
     """
-    _, log_weights = self._anneal(num_betas, num_samples, 1, False, seed)
+    _, log_weights = self.anneal(num_betas, num_samples, 1, False, seed)
     return _log_mean_exp_with_stderr(log_weights)
 
   def log_z_pa(self, num_betas=1000, num_samples=1024, seed=None, num_populations=16):
@@ -378,8 +400,8 @@ class RBM(keras.layers.Layer):
     if num_samples % num_populations:
       raise ValueError(f"num_samples ({num_samples}) must be a multiple of num_populations "
                        f"({num_populations})")
-    _, log_estimates = self._anneal(num_betas, num_populations, num_samples // num_populations,
-                                    True, seed)
+    _, log_estimates = self.anneal(num_betas, num_populations, num_samples // num_populations,
+                                   True, seed)
     return _log_mean_exp_with_stderr(log_estimates)
 
   def update_log_z(self, method="ais", **kwargs):
