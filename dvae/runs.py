@@ -1,0 +1,409 @@
+"""A run: one configuration in one directory, trained by one process at a time.
+
+A run's identity is every hparam that changes its result. The directory spells the main ones
+and a digest of the rest,
+
+    <log_dir>/<dataset>/<struct>/<baseline>/k<k>/seed<seed>-<digest>/
+        config.json   the run's hparams (the resume-safe ones as the last command gave them)
+        lock          locked (flock) by the process training the run, and naming it
+        ...           what the trainer writes: checkpoints, summaries, history, results.json
+
+where the digest is 8 hex digits of the SHA-256 of the other result-changing hparams that differ
+from their defaults (so a field added later with a default that keeps the old behaviour leaves
+existing directories where they are). Every hparam is result-changing except `RESUME_SAFE`:
+where files go and how often and how precisely the run is evaluated and saved. A command whose
+configuration is already a run's resumes it; changed resume-safe values are allowed and logged,
+and a stored configuration that differs in a result-changing hparam (a default changed in the
+code, a hand-edited file) is refused.
+
+The lock is an OS lock (`fcntl.flock`) on `lock`: it dies with its holder, so a killed run
+never blocks the next one, while a live holder makes a second process stop with a line naming
+it. This module never imports TensorFlow, so that the command line and `reproduce.py` use it
+before TensorFlow loads.
+
+    lock = runs.open_run(hparams, log=print)  # RunError: one line for the user, exit status 2
+    ...                                       # train in lock.directory
+    lock.close()
+"""
+
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+
+CONFIG = "config.json"
+LOCK = "lock"
+
+# Hparams that may change between the commands of one run without changing what it learns:
+# where files are, the length of training (a longer run continues the same one; the learning-rate
+# schedule and KL warm-up follow the new length from the step reached), and how often and with
+# how many samples it is evaluated and saved. `dataset` names the data; `data_dir` only says
+# where the published files are, and their hashes are checked.
+RESUME_SAFE = frozenset({
+    "num_train_iter", "eval_every", "eval_batch_size", "eval_iw_samples",
+    "periodic_eval_iw_samples", "checkpoint_every_steps", "checkpoint_every_secs", "log_dir",
+    "export_dir", "data_dir", "verify_data"})
+# Hparams spelled in the directory path, outermost first; the last two share one folder.
+PATH_KEYS = ("dataset", "struct", "baseline", "k", "seed")
+DIGEST_LENGTH = 8
+
+# Peak bytes of one training process: its base (the TensorFlow runtime and compiled functions,
+# 0.7 GiB measured with no data), and per row of a training step or an evaluation call, per
+# input and per unit of network width (see `memory_needed`), and per chain and latent unit.
+BASE_BYTES = 1 << 30
+TRAIN_BYTES_PER_INPUT, TRAIN_BYTES_PER_WIDTH = 50, 6
+EVAL_BYTES_PER_INPUT, EVAL_BYTES_PER_WIDTH = 28, 1
+CHAIN_BYTES_PER_UNIT = 24
+
+
+class RunError(Exception):
+  """A run that cannot start as asked; the message is one line for the user (exit status 2)."""
+
+
+def identity(hparams):
+  """The result-changing hparams of a configuration, as a dict."""
+  return {key: value for key, value in dataclasses.asdict(hparams).items()
+          if key not in RESUME_SAFE}
+
+
+def _path_component(value):
+  """A directory name for `value`: a path (a data file) by its base name, and only safe characters."""
+  text = os.path.splitext(os.path.basename(str(value)))[0] if os.sep in str(value) else str(value)
+  return re.sub(r"[^A-Za-z0-9._=-]", "_", text) or "_"
+
+
+def digest(hparams):
+  """8 hex digits of the result-changing hparams that the path does not spell.
+
+  A value counts when it differs from the field's default, or when the path cannot spell it
+  exactly (a dataset given as a file path).
+  """
+  defaults = {field.name: field.default for field in dataclasses.fields(hparams)}
+  spelled = {key for key in PATH_KEYS
+             if _path_component(getattr(hparams, key)) == str(getattr(hparams, key))}
+  rest = {key: value for key, value in identity(hparams).items()
+          if key not in spelled and value != defaults.get(key, dataclasses.MISSING)}
+  text = json.dumps(rest, sort_keys=True, ensure_ascii=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
+
+
+def run_directory(hparams):
+  """`<log_dir>/<dataset>/<struct>/<baseline>/k<k>/seed<seed>-<digest>` of a configuration."""
+  dataset, struct, baseline, k, seed = (_path_component(getattr(hparams, key))
+                                        for key in PATH_KEYS)
+  return os.path.join(hparams.log_dir, dataset, struct, baseline, f"k{k}",
+                      f"seed{seed}-{digest(hparams)}")
+
+
+def read_config(directory):
+  """The stored hparams of the run in `directory` as a dict, or None when it has none."""
+  path = os.path.join(directory, CONFIG)
+  try:
+    with open(path, encoding="utf-8") as f:
+      stored = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    raise RunError(f"cannot read the run's configuration {path} ({e}); move that run "
+                   "directory away to start anew") from None
+  if not isinstance(stored, dict):
+    raise RunError(f"{path} is not a JSON object; move that run directory away to start anew")
+  return stored
+
+
+def differences(stored, hparams):
+  """(mismatched, changed) between a stored configuration and `hparams`.
+
+  Each is a list of (key, stored value, new value): `mismatched` for result-changing hparams,
+  `changed` for resume-safe ones. A key the stored file lacks (a field added after the run was
+  made) counts as its default.
+  """
+  defaults = {field.name: field.default for field in dataclasses.fields(hparams)}
+  mismatched, changed = [], []
+  for key, value in dataclasses.asdict(hparams).items():
+    before = stored.get(key, defaults[key])
+    if before != value:
+      (changed if key in RESUME_SAFE else mismatched).append((key, before, value))
+  return mismatched, changed
+
+
+def _show(value):
+  return json.dumps(value, ensure_ascii=False)
+
+
+def _refuse_mismatch(directory, mismatched):
+  listed = "; ".join(f"{key}: run has {_show(before)}, command gives {_show(value)}"
+                     for key, before, value in mismatched)
+  raise RunError(f"run directory {directory} holds a run with other hparams ({listed}); "
+                 "give the run's values, or move that directory away to start anew")
+
+
+def write_json_atomically(path, content):
+  """Writes JSON to a temporary name and renames it, so `path` is never half-written."""
+  temporary = f"{path}.tmp-{os.getpid()}"
+  with open(temporary, "w", encoding="utf-8") as f:
+    json.dump(content, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temporary, path)
+
+
+def check_writable(directory, flag):
+  """Raises RunError unless `directory` exists writable or could be created, creating nothing.
+
+  Args:
+    directory: the folder to check.
+    flag: the hparam that named it, for the message (e.g. "log_dir").
+  """
+  existing = os.path.abspath(directory)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  probe = os.path.join(existing, f".write-test-{os.getpid()}")
+  try:
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise RunError(f"{flag} {directory} cannot be created or written ({existing}: "
+                   f"{e.strerror}); pass a writable --{flag}") from None
+
+
+# Characters of the holder's command line shown when a run is in use.
+_COMMAND_SHOWN = 120
+
+
+def _holder(lock_file):
+  """'process <pid> (<command line>)' from a lock file's content, as far as it can be read."""
+  lock_file.seek(0)
+  pid = lock_file.read().strip()
+  try:
+    with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+      command = " ".join(f.read().replace(b"\0", b" ").decode(errors="replace").split())
+  except (OSError, ValueError):
+    command = ""
+  name = f"process {pid}" if pid else "another process"
+  if len(command) > _COMMAND_SHOWN:
+    command = command[:_COMMAND_SHOWN - 1] + "…"
+  return f"{name} ({command})" if command else name
+
+
+class RunLock:
+  """An open run: its directory, locked by this process until `close` (or this process ends).
+
+  Attributes:
+    directory: the run directory.
+    resumed: whether the directory already held this run's configuration.
+  """
+
+  def __init__(self, directory, lock_file, resumed):
+    self.directory = directory
+    self._lock_file = lock_file
+    self.resumed = resumed
+
+  def close(self):
+    """Releases the lock (the lock file stays; its lock, not its presence, marks a run in use)."""
+    if self._lock_file is not None:
+      self._lock_file.close()
+      self._lock_file = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
+
+def is_chief():
+  """Whether this process leads its training cluster (always, unless TF_CONFIG says otherwise).
+
+  In the `TF_CONFIG` of a multi-worker run, the chief is the task of type "chief", or worker 0
+  when the cluster has no "chief".
+  """
+  try:
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+    kind, index = task.get("type", "chief"), int(task.get("index", 0))
+  except (ValueError, AttributeError, TypeError):
+    return True
+  return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def open_run(hparams, log=print):
+  """Opens the run of `hparams` for training: checks, locks, stores the configuration.
+
+  Refusals come before anything is written: a directory that cannot be created, a stored
+  configuration that differs in a result-changing hparam, a run in use by another process.
+  The other workers of a multi-worker run (`distribute="multi_worker"`, not `is_chief()`)
+  train the chief's run: they check the stored configuration, and leave the lock and the
+  configuration file to the chief.
+
+  Args:
+    hparams: a validated `dvae.config.HParams`.
+    log: callable taking one line (what is resumed, which resume-safe values changed).
+
+  Returns:
+    A `RunLock` held by this process.
+
+  Raises:
+    RunError: with the one-line reason.
+  """
+  directory = run_directory(hparams)
+  check_writable(directory, "log_dir")
+  if hparams.export_dir:
+    check_writable(hparams.export_dir, "export_dir")
+  stored = read_config(directory)
+  if stored is not None:
+    mismatched, _ = differences(stored, hparams)
+    if mismatched:
+      _refuse_mismatch(directory, mismatched)
+  if hparams.distribute == "multi_worker" and not is_chief():
+    log(f"a worker of the multi-worker run in {directory}")
+    return RunLock(directory, None, resumed=stored is not None)
+  os.makedirs(directory, exist_ok=True)
+  lock_file = open(os.path.join(directory, LOCK), "a+", encoding="utf-8")
+  try:
+    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise
+    holder = _holder(lock_file)
+    lock_file.close()
+    raise RunError(f"run directory {directory} is in use by {holder}; wait for it to end or "
+                   "stop it, then run this command again") from None
+  try:
+    # Another process may have created the run between the first look and the lock.
+    stored = read_config(directory)
+    mismatched, changed = differences(stored or {}, hparams) if stored else ([], [])
+    if mismatched:
+      _refuse_mismatch(directory, mismatched)
+    lock_file.truncate(0)
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
+    write_json_atomically(os.path.join(directory, CONFIG), dataclasses.asdict(hparams))
+  except BaseException:
+    lock_file.close()
+    raise
+  if stored is None:
+    log(f"new run in {directory}")
+  else:
+    log(f"resuming the run in {directory}")
+    for key, before, value in changed:
+      log(f"  {key} changed from {_show(before)} to {_show(value)} (resume-safe)")
+  return RunLock(directory, lock_file, resumed=stored is not None)
+
+
+def newest_readable(checkpoints, verify, log):
+  """The newest checkpoint that `verify` accepts; damaged newer ones are skipped with a warning.
+
+  Args:
+    checkpoints: checkpoint names, oldest first.
+    verify: callable(name) that raises an exception when the checkpoint cannot be read whole.
+    log: callable taking one line.
+
+  Returns:
+    The newest readable checkpoint, or None when there are none at all.
+
+  Raises:
+    RunError: when checkpoints exist but none is readable; nothing is deleted.
+  """
+  damaged = []
+  for name in reversed(checkpoints):
+    try:
+      verify(name)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      damaged.append(f"{name} ({reason})")
+      continue
+    for line in damaged:
+      log(f"warning: checkpoint {line} is damaged; resuming from {name}")
+    return name
+  if damaged:
+    raise RunError(f"no readable checkpoint: {'; '.join(damaged)}; nothing was deleted; "
+                   "restore the files or move the run directory away to start anew")
+  return None
+
+
+def available_memory():
+  """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit if any."""
+  available = None
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          available = int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  if available is None:
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  try:
+    with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+      limit = f.read().strip()
+    with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+      used = int(f.read())
+    if limit != "max":
+      available = min(available, int(limit) - used)
+  except (OSError, ValueError):
+    pass
+  return available
+
+
+def memory_needed(hparams, num_inputs, eval_rows):
+  """Estimated peak bytes of one training process, by what drives them.
+
+  A row is one image, or one of its K copies. With D inputs and the network width
+      W = Σ_nets (d_in + 3 h n_hidden + d_out)     (every encoder and the decoder; n_hidden layers
+                                                    of h units, each with batch norm and tanh),
+  a training step holds 50 D + 6 W bytes per row (the D-wide values kept for the gradient —
+  the repeated input, logits, the likelihood's terms — and their gradients dominate), an
+  evaluation call 28 D + W. These were fitted to the growth of VmHWM on CPU from 2·10⁴ to
+  6·10⁴ training rows and 2·10⁴ to 10⁵ evaluation rows for the 1-layer-lin, 2-layer-nonlin
+  and 4-layer-nonlin structures, and over-estimate them by 0–15% (training) and 10–40%
+  (evaluation). The prior's sampler holds 24 bytes per chain and latent unit. Training and
+  evaluation alternate, so the larger of the two counts.
+
+  Args:
+    hparams: a `dvae.config.HParams`.
+    num_inputs: D, the data's dimension.
+    eval_rows: images × samples of one evaluation call.
+
+  Returns:
+    dict: label → (bytes, the flags that set them).
+  """
+  units, layers = hparams.latent_units, hparams.num_latent_layers
+  hidden = 3 * hparams.num_hidden * getattr(hparams, "hidden_units", 200)
+  encoder_out = units * (2 if hparams.baseline == "dvaes_gi" else 1)
+  width = sum(num_inputs + i * units + hidden + encoder_out for i in range(layers))
+  width += layers * units + hidden + num_inputs
+  train_rows = hparams.train_batch_size * hparams.k
+  train = train_rows * (TRAIN_BYTES_PER_INPUT * num_inputs + TRAIN_BYTES_PER_WIDTH * width)
+  evaluate = eval_rows * (EVAL_BYTES_PER_INPUT * num_inputs + EVAL_BYTES_PER_WIDTH * width)
+  rows = (
+      (f"training rows (train_batch_size × k = {train_rows:,})", train,
+       ("--k", "--train_batch_size")) if train >= evaluate else
+      (f"evaluation rows ({eval_rows:,} per call)", evaluate, ("--eval_batch_size",)))
+  return {
+      rows[0]: rows[1:],
+      f"sampler chains ({hparams.num_chains:,} × {layers * units} units)":
+          (hparams.num_chains * layers * units * CHAIN_BYTES_PER_UNIT, ("--num_chains",)),
+      "TensorFlow runtime": (BASE_BYTES, ()),
+  }
+
+
+def _gib(num_bytes):
+  return f"{num_bytes / 2**30:.1f} GiB"
+
+
+def check_memory(hparams, num_inputs, eval_rows, available=None):
+  """Raises RunError when `memory_needed` exceeds the available memory, naming what to lower."""
+  needed = memory_needed(hparams, num_inputs, eval_rows)
+  available = available_memory() if available is None else available
+  total = sum(size for size, _ in needed.values())
+  if total <= available:
+    return
+  label, (size, flags) = max(needed.items(), key=lambda item: item[1][0])
+  raise RunError(f"this configuration needs about {_gib(total)} of memory, {_gib(size)} of it "
+                 f"for the {label}, but {_gib(available)} is available; lower "
+                 f"{' or '.join(flags)}")
