@@ -64,11 +64,20 @@ MAX_EXACT_UNITS = 20
 _EXACT_CHUNK_BITS = 14
 
 
-def _bernoulli(logits, seed):
-  """Binary float samples with P(1) = σ(logits); runs inside the XLA-compiled loops below."""
-  uniform = tf.random.stateless_uniform(tf.shape(logits), seed, dtype=logits.dtype,
-                                        alg="threefry")
-  return tf.cast(uniform < tf.sigmoid(logits), logits.dtype)
+def _bernoulli(probabilities, uniform):
+  """Binary float samples with P(1) = `probabilities`, from uniforms of the same shape."""
+  return tf.cast(uniform < probabilities, probabilities.dtype)
+
+
+def _uniforms(seed, num_rows, widths):
+  """Uniforms [num_rows, w] for each w in `widths`, split from one threefry draw.
+
+  Drawn once and split, the uniforms are a tensor of their own that XLA computes in one
+  vectorised loop; a draw consumed by a single sampling expression is fused into it, which
+  measured ~2× slower per uniform on CPU (Gibbs sweeps 79 → 58 ms, matrix products 30 ms).
+  """
+  uniform = tf.random.stateless_uniform([num_rows, sum(widths)], seed, alg="threefry")
+  return tf.split(uniform, widths, axis=-1)
 
 
 def _uniform_states(num_samples, num_units, seed):
@@ -84,9 +93,10 @@ def _gibbs(b1, b2, w, z1, z2, num_sweeps, beta, seed):
   """`num_sweeps` block Gibbs sweeps (z2 | z1, then z1 | z2) at inverse temperature `beta`."""
 
   def sweep(i, z1, z2, seed):
-    seed, seed2, seed1 = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    z2 = _bernoulli(beta * (b2 + tf.matmul(z1, w)), seed2)
-    z1 = _bernoulli(beta * (b1 + tf.matmul(z2, w, transpose_b=True)), seed1)
+    seed, sweep_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    uniform2, uniform1 = _uniforms(sweep_seed, tf.shape(z1)[0], [tf.size(b2), tf.size(b1)])
+    z2 = _bernoulli(tf.sigmoid(beta * (b2 + tf.matmul(z1, w))), uniform2)
+    z1 = _bernoulli(tf.sigmoid(beta * (b1 + tf.matmul(z2, w, transpose_b=True))), uniform1)
     return i + 1, z1, z2, seed
 
   _, z1, z2, _ = tf.while_loop(lambda i, *_: i < num_sweeps, sweep,
@@ -95,17 +105,57 @@ def _gibbs(b1, b2, w, z1, z2, num_sweeps, beta, seed):
 
 
 def _systematic_resample(log_w, seed):
-  """Offspring indices [M, P] of M populations of P particles with log weights `log_w`.
+  """Ancestor indices [M, P] of M populations of P particles with log weights `log_w`.
 
-  Systematic resampling: one uniform u per population picks the particles at the cumulative
-  weights (i + u) / P, i = 0…P−1, so particle i has E[offspring] = P · w_i / Σ w.
+  Systematic resampling: one uniform u per population; slot j = 0…P−1 takes the particle i whose
+  cumulative weight interval [C_{i−1}, C_i) holds (j + u) / P, so particle i has
+  E[offspring] = P · w_i / Σ w. By index arithmetic rather than a search per slot: slot j's
+  ancestor is the number of particles with C_i ≤ (j + u)/P, i.e. with first slot
+  ⌈P·C_i − u⌉ ≤ j, which is the running sum of a histogram of the first slots, O(P) (XLA's
+  compiled search compares every slot with every C_i: 0.7 ms against 0.013 ms for P = 1000).
   """
   num_populations, size = log_w.shape
   cdf = tf.math.cumsum(tf.nn.softmax(log_w, axis=-1), axis=-1)
   u = tf.random.stateless_uniform([num_populations, 1], seed, dtype=log_w.dtype)
-  positions = (tf.range(size, dtype=log_w.dtype) + u) / size
+  # Slot `size` collects the particles whose first slot is past the end.
+  first_slot = tf.cast(tf.clip_by_value(tf.math.ceil(size * cdf - u), 0, size), tf.int32)
+  histogram = tf.math.unsorted_segment_sum(
+      tf.ones([num_populations * size], tf.int32),
+      tf.reshape(first_slot + tf.range(num_populations)[:, None] * (size + 1), [-1]),
+      num_populations * (size + 1))
+  ancestors = tf.math.cumsum(tf.reshape(histogram, [num_populations, size + 1]), axis=-1)
   # The last cumulative weight can round to just under 1.
-  return tf.minimum(tf.searchsorted(cdf, positions, side="right"), size - 1)
+  return tf.minimum(ancestors[:, :size], size - 1)
+
+
+def _annealing_increment(activation, beta_before, beta):
+  """Σ_j softplus(β a_j) − softplus(β' a_j) [N] and σ(β a) [N, n_s], from e^{−β|a|}, e^{−β'|a|}.
+
+  With softplus(x) = max(x, 0) + log(1 + e^{−|x|}) and e = e^{−β|a|}, e' = e^{−β'|a|} in (0, 1]
+  (0 ≤ β' ≤ β),
+
+      softplus(βa) − softplus(β'a) = (β − β')·max(a, 0) + log r,   r = (1 + e) / (1 + e') ∈ [½, 1],
+      σ(βa) = (1 if a ≥ 0 else e) / (1 + e).
+
+  Nothing overflows; log r has the absolute error of one rounding, where a difference of two
+  softplus values of size β|a| loses the rounding of β|a|. The sweep's sampling probability
+  shares e, and the ratios of up to 100 units are multiplied before one log (the product stays
+  above 2^−100, far from float32's underflow): two exponentials per unit where two softplus and a
+  sigmoid measured 2.7× the time (XLA, CPU).
+
+  Args:
+    activation: a = b_s + W_ksᵀz_k, [N, n_s].
+    beta_before, beta: β' ≤ β, scalars.
+  """
+  num_particles, num_sum = activation.shape
+  group = max(d for d in range(1, min(num_sum, 100) + 1) if num_sum % d == 0)
+  magnitude = tf.abs(activation)
+  decay, decay_before = tf.exp(-beta * magnitude), tf.exp(-beta_before * magnitude)
+  ratio = tf.reshape((1.0 + decay) / (1.0 + decay_before), [num_particles, -1, group])
+  log_increment = ((beta - beta_before) * tf.reduce_sum(tf.nn.relu(activation), axis=-1)
+                   + tf.reduce_sum(tf.math.log(tf.reduce_prod(ratio, axis=-1)), axis=-1))
+  probability = tf.where(activation >= 0.0, 1.0, decay) / (1.0 + decay)
+  return log_increment, probability
 
 
 # Static shapes (no reduce_retracing): a configuration (populations, size, temperatures) traces
@@ -127,34 +177,35 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
     last sweep at β_K, and each population's estimate of log Z_{β_K} / Z_{β_0}.
   """
   num_populations, size, num_keep = z_keep.shape
-  num_particles = num_populations * size
+  num_particles, num_sum = num_populations * size, b_sum.shape[0]
   log_size = math.log(size)
   # Offsets that turn per-population offspring indices into rows of the flat population.
   offsets = tf.range(num_populations)[:, None] * size
 
   def step(k, z_keep, z_sum, log_w, log_z_ratio, seed):
-    seed, resample_seed, sum_seed, keep_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 4))
+    seed, resample_seed, sweep_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     beta_before, beta = betas[k - 1], betas[k]
-    activation = b_sum + tf.matmul(z_keep, w_ks)
+    log_increment, probability = _annealing_increment(
+        b_sum + tf.matmul(z_keep, w_ks), beta_before, beta)
     log_w += tf.cast(tf.reshape(
-        (beta - beta_before) * tf.linalg.matvec(z_keep, b_keep)
-        + tf.reduce_sum(tf.nn.softplus(beta * activation)
-                        - tf.nn.softplus(beta_before * activation), axis=-1),
+        (beta - beta_before) * tf.linalg.matvec(z_keep, b_keep) + log_increment,
         [num_populations, size]), tf.float64)
     if resample:
       log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - log_size
       rows = tf.reshape(_systematic_resample(log_w, resample_seed) + offsets, [-1])
-      z_keep, activation = tf.gather(z_keep, rows), tf.gather(activation, rows)
+      # The sweep redraws z_keep: of a resampled particle only σ(β a) is needed.
+      probability = tf.gather(probability, rows)
       log_w = tf.zeros_like(log_w)
-    z_sum = _bernoulli(beta * activation, sum_seed)
-    z_keep = _bernoulli(beta * (b_keep + tf.matmul(z_sum, w_ks, transpose_b=True)), keep_seed)
+    uniform_sum, uniform_keep = _uniforms(sweep_seed, num_particles, [num_sum, num_keep])
+    z_sum = _bernoulli(probability, uniform_sum)
+    z_keep = _bernoulli(
+        tf.sigmoid(beta * (b_keep + tf.matmul(z_sum, w_ks, transpose_b=True))), uniform_keep)
     return k + 1, z_keep, z_sum, log_w, log_z_ratio, seed
 
   _, z_keep, z_sum, log_w, log_z_ratio, _ = tf.while_loop(
       lambda k, *_: k < tf.shape(betas)[0], step,
       (tf.constant(1), tf.reshape(z_keep, [num_particles, num_keep]),
-       tf.zeros([num_particles, b_sum.shape[0]]),
+       tf.zeros([num_particles, num_sum]),
        # Sums of ~1000 increments reach hundreds of nats: float32 would lose ~1e-3 to rounding.
        tf.zeros([num_populations, size], tf.float64), tf.zeros([num_populations], tf.float64),
        seed))

@@ -280,5 +280,54 @@ class StateTest(tf.test.TestCase):
       RBM(2, 2).log_z_pa(num_betas=10, num_samples=100, num_populations=16)
 
 
+class KernelTest(tf.test.TestCase):
+  """The compiled kernels' arithmetic against float64 numpy and Monte Carlo."""
+
+  def test_annealing_increment_matches_float64_softplus_on_extreme_activations(self):
+    rng = np.random.default_rng(0)
+    extremes = np.array([-1e4, -300, -30, -1, -1e-4, 0, 1e-4, 1, 30, 300, 1e4])
+    # 200 units multiply their ratios in groups of 100; 7 (prime) take one log per unit.
+    for num_sum in (200, 7):
+      activation = np.concatenate([
+          rng.choice(extremes, (4, num_sum)), rng.normal(0, 10, (4, num_sum))]).astype(np.float32)
+      a = activation.astype(np.float64)
+      for betas in [(0.0, 1e-3), (0.5, 0.525), (0.999, 1.0), (0.0, 1.0), (0.3, 0.3)]:
+        # The reference takes the float32 temperatures the kernel is given.
+        beta_before, beta = np.float32(betas).astype(np.float64)
+        expected_increment = np.sum(np.logaddexp(0, beta * a) - np.logaddexp(0, beta_before * a),
+                                    axis=-1)
+        expected_probability = 1 / (1 + np.exp(-beta * a))
+        for compile_xla in (False, True):
+          increment, probability = tf.function(rbm_lib._annealing_increment,
+                                               jit_compile=compile_xla)(
+              tf.constant(activation), tf.constant(beta_before, tf.float32),
+              tf.constant(beta, tf.float32))
+          # Stated tolerance: 2.5e-7 per unit and per nat of (β − β')|a| (float32 rounding;
+          # measured worst 5.5e-8).
+          tolerance = 2.5e-7 * (num_sum + np.sum(np.abs((beta - beta_before) * a), axis=-1))
+          self.assertLessEqual(np.max(np.abs(increment.numpy() - expected_increment) / tolerance),
+                               1.0)
+          self.assertAllClose(probability, expected_probability, rtol=1e-5, atol=1e-7)
+
+  def test_systematic_resampling_offspring_counts_are_unbiased(self):
+    # 20,000 independent populations of 10 particles, one uniform each, in one call.
+    num_populations, size = 20000, 10
+    weights = np.array([0.3, 0.0, 1e-9, 0.05, 0.25, 0.123, 0.077, 0.1, 0.1, 1e-3])
+    weights /= weights.sum()
+    with np.errstate(divide="ignore"):
+      log_w = np.tile(np.log(weights) + 700.0, (num_populations, 1))  # shift: log weights only
+    ancestors = tf.function(rbm_lib._systematic_resample, jit_compile=True)(
+        tf.constant(log_w), tf.constant([3, 4])).numpy()
+    self.assertAllEqual(ancestors, np.sort(ancestors, axis=-1))
+    counts = np.stack([np.bincount(row, minlength=size) for row in ancestors])
+    expected = size * weights
+    # Systematic resampling gives every particle ⌊P w_i⌋ or ⌈P w_i⌉ offspring ...
+    self.assertTrue(np.all((counts >= np.floor(expected) - 1e-9)
+                           & (counts <= np.ceil(expected) + 1e-9)))
+    # ... with mean P w_i: counts vary by at most 1, so std ≤ ½ and the mean of 20,000 is
+    # within 5 × 0.5/√20000 = 0.018 of P w_i.
+    self.assertAllLessEqual(np.abs(counts.mean(axis=0) - expected), 0.018)
+
+
 if __name__ == "__main__":
   tf.test.main()
