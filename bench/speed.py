@@ -10,10 +10,11 @@ item runs at the speed of its matrix products.
 
 Items that sample also get an extended floor: the same products plus the arithmetic that no
 sampler can drop, written as bare XLA-compiled TensorFlow — one threefry uniform and one logistic
-σ per sampled unit (a Bernoulli draw), and for annealing one softplus per summed-out unit per
-temperature (a log-weight needs the free energy at every temperature). On CPU the uniforms alone
-cost about two thirds of the products, so the product floor is out of reach for a sampler; the
-extended floor is what remains for bookkeeping to lose.
+σ per sampled unit (a Bernoulli draw), and for annealing one exponential per summed-out unit per
+temperature (the log-weights need the free energy, a sum of softplus terms over those units, at
+every temperature). On CPU the uniforms alone cost about two thirds of the products, so the
+product floor is out of reach for a sampler; the extended floor is what remains for bookkeeping
+to lose.
 
 On a machine shared with other jobs wall time measures the neighbours: `--cpu_time` runs
 TensorFlow on one thread and times by the process's CPU time instead (item and floor alike).
@@ -90,7 +91,7 @@ def sampler_floor(num_chains, num_keep, num_sum, num_steps, annealing, repeats):
   """Seconds for `num_steps` bare steps of the extended floor (module docstring).
 
   Each step: a = z_k·W, one uniform per unit of both sides from a single threefry draw,
-  z_s = [u < σ(a)], z_k = [u' < σ(z_s·Wᵀ)], and with `annealing` Σ softplus(β a) summed into a
+  z_s = [u < σ(a)], z_k = [u' < σ(z_s·Wᵀ)], and with `annealing` Σ e^{−β|a|} summed into a
   carry.
   """
   w = tf.random.normal([num_keep, num_sum], stddev=0.1)
@@ -102,7 +103,7 @@ def sampler_floor(num_chains, num_keep, num_sum, num_steps, annealing, repeats):
       activation = tf.matmul(z_keep, w)
       if annealing:
         beta = tf.cast(i, tf.float32) / num_steps
-        carry += tf.reduce_sum(tf.nn.softplus(beta * activation), axis=-1)
+        carry += tf.reduce_sum(tf.exp(-beta * tf.abs(activation)), axis=-1)
       uniform = tf.random.stateless_uniform([num_chains, num_sum + num_keep], tf.stack([i, 0]),
                                             alg="threefry")
       z_sum = tf.cast(uniform[:, :num_sum] < tf.sigmoid(activation), tf.float32)
