@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy.special import logsumexp
+from scipy.special import expit, logsumexp
 
 from dvae import rbm as rbm_lib
 from dvae import samplers
@@ -296,7 +296,7 @@ class KernelTest(tf.test.TestCase):
         beta_before, beta = np.float32(betas).astype(np.float64)
         expected_increment = np.sum(np.logaddexp(0, beta * a) - np.logaddexp(0, beta_before * a),
                                     axis=-1)
-        expected_probability = 1 / (1 + np.exp(-beta * a))
+        expected_probability = expit(beta * a)
         for compile_xla in (False, True):
           increment, probability = tf.function(rbm_lib._annealing_increment,
                                                jit_compile=compile_xla)(
