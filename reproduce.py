@@ -1,38 +1,54 @@
-"""Run a grid of DVAE configurations and publish their results: a table, a CSV and plots.
+"""Run a grid of DVAE configurations and publish their results: tables, a CSV and plots.
 
     python reproduce.py --grid=grids/mnist_1layer_lin.json [--workers=2] [--log_dir=runs]
-                        [--results_dir=results] [--dry_run | --collect_only]
+                        [--results_dir=results] [--data_dir=DIR] [--reuse_csv=CSV]
+                        [--dry_run | --collect_only]
 
-Run it from the repository root (relative paths in a grid, such as `data_dir`, are the trainer's).
+Run it from the repository root (relative paths, such as `--data_dir`, are the trainer's).
 
 A grid file is JSON:
 
     {"name": "mnist_1layer_lin",                      # names the results files and the log folder
      "description": "...",                            # optional; heads the table
      "base": {"dataset": "binarized_mnist", "num_train_iter": 4000, ...},
-     "grid": {"baseline": ["dvaes_power", ...], "k": [1, 5]}}
+     "grid": {"baseline": ["dvaes_power", ...], "k": [1, 5]},
+     "seeds": [0, 1, 2],                              # optional; else "seed" in base or grid
+     "claims": [{"claim": "DVAE# power beats DVAE++ power",           # optional
+                 "a": {"baseline": "dvaes_power"}, "b": {"baseline": "dvaepp_power"}}],
+     "proxy_data": false}                             # optional; true: no paper column
 
-Every run is one point of the cartesian product of the "grid" lists (in file order) merged over
-"base"; any hparam of run_training.py may be in either, but not in both. Every run must fix
-dataset, struct, baseline, k, sampler and seed. A value of null leaves that hparam at the
-trainer's default.
+"grid" is one object of lists or a list of them: every run is one point of the cartesian product
+of an object's lists (in file order) merged over "base", and a list of objects is the union of
+their products (a point in two is run once). With "seeds" every point runs once per seed, seed
+by seed. Any hparam of run_training.py may be in "base" or "grid", but not in both. Every run
+must fix dataset, struct, baseline, k, sampler and seed. A value of null leaves that hparam at
+the trainer's default. `--data_dir` is given to every run (the trainer's own flag), so grid files
+and result pages name no folder of one machine.
 
 Each run is `python run_training.py --<hparam>=<value> ... --log_dir=<cell log dir>` in its own
-process, where the cell log dir is `<log_dir>/<name>/<sampler>/seed<seed>` followed by one
-`<hparam>=<value>` folder for each other grid hparam outside the trainer's own run directory;
-the trainer then works in `<cell log dir>/<dataset>/<struct>/<baseline>/<k>/`
+process; `run_directories` says where: the cell log dir is `<log_dir>/<name>/<sampler>/seed<seed>`
+followed by one `<hparam>=<value>` folder for each other grid hparam outside the trainer's own run
+directory, and the trainer then works in `<cell log dir>/<dataset>/<struct>/<baseline>/<k>/`
 (`dvae.training.run_directory`). The harness appends the run's output to `reproduce.log` there.
 
-A run whose results.json exists is skipped; any other run is started, and the trainer resumes it
+A run whose results.json exists is skipped, and so is a run that `--reuse_csv` gives a row for
+(an earlier publication of the same grid, whose run directories may be gone; the page marks its
+rows "reused"); any other run is started, and the trainer resumes it
 from its latest checkpoint, so re-running an interrupted grid finishes it. A results.json made
 with other hparams than the grid now asks for is reported, never overwritten. A failed run does
 not stop the others; the exit status is 1 if any run failed.
 
 Afterwards (or with `--collect_only`) every results.json of the grid goes into
-`<results_dir>/<name>.md` and `.csv` (one row per run, beside the paper's NLL where SPEC §8 has
-the same dataset, K and baseline; see dvae/paper.py) and `<results_dir>/<name>.png` (NLL per
-baseline against the paper's; learning curves of validation NLL from each run's
-eval_history.jsonl). The harness itself never imports TensorFlow.
+`<results_dir>/<name>.md`, `.csv` and `.png`. The page gives, per setting (a run's hparams but
+its seed), the mean test NLL over the seeds with its standard error and 95% Student-t interval,
+beside the paper's NLL where SPEC §8 has the same dataset, K and baseline (dvae/paper.py; not
+for proxy data); then each claim as paired differences: for every finished run that matches
+"a", the run with the same hparams but "b"'s values gives Δ = NLL(a) − NLL(b) for that seed, and
+the mean Δ over seeds with its 95% interval decides the verdict: "holds" (interval below 0),
+"reversed" (above 0) or "not resolved at this budget". One claim gives one line per setting of
+the other grid hparams (e.g. per K). The plot shows the means with their intervals, the paper's
+values, the validation learning curves averaged over seeds, and (`<name>_claims.png`) the
+claims' intervals. The harness itself never imports TensorFlow.
 """
 
 import argparse
@@ -45,10 +61,13 @@ import math
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
 import time
+
+from scipy import stats
 
 from dvae import paper
 
@@ -61,18 +80,28 @@ RUN_DIRECTORY_KEYS = ("dataset", "struct", "baseline", "k")
 LOG_DIR_KEYS = ("sampler", "seed")
 IDENTITY_KEYS = RUN_DIRECTORY_KEYS + LOG_DIR_KEYS
 # Hparams the harness sets itself.
-RESERVED_KEYS = ("log_dir",)
-GRID_FILE_KEYS = ("name", "description", "base", "grid")
+RESERVED_KEYS = ("log_dir", "data_dir")
+GRID_FILE_KEYS = ("name", "description", "base", "grid", "seeds", "claims", "proxy_data")
 
 RUN_LOG = "reproduce.log"
 RESULTS = "results.json"
 HISTORY = "eval_history.jsonl"
+
+# How result pages show the folders of the machine that made them.
+LOG_DIR_PLACEHOLDER = "<log_dir>"
+DATA_DIR_PLACEHOLDER = "<data_dir>"
+
+# Two-sided level of every interval on the pages.
+CONFIDENCE = 0.95
 
 CAVEAT = (
     "The paper's rows were trained for 1e6 steps with population annealing, and the poster does "
     "not name their structure (values this low belong to its hierarchical nonlinear structures). "
     "The paper column is therefore the paper's best setting for the same dataset, K and "
     "baseline, not the same cell. Compare the ordering of the baselines, not absolute values.")
+PROXY_CAVEAT = (
+    "The data is a proxy for the named data set, so no value of the paper is quoted: the paper's "
+    "NLLs are not comparable with these.")
 
 
 class GridError(ValueError):
@@ -80,38 +109,87 @@ class GridError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Claim:
+  """"a has a lower test NLL than b": a and b give other values to the same hparams."""
+  text: str
+  a: dict
+  b: dict
+
+
+@dataclasses.dataclass(frozen=True)
 class Grid:
   name: str
   description: str
   base: dict
-  axes: dict
+  products: tuple  # of dicts {hparam: [values]}; the grid is the union of their products
+  seeds: tuple  # () when the seed is in base or grid
+  claims: tuple = ()
+  proxy_data: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Cell:
   """One run of a grid: its hparams (log_dir aside) and where it lives."""
   hparams: dict
-  log_dir: str
+  log_dir: str  # the trainer's --log_dir
+  run_dir: str  # where the trainer writes, `dvae.training.run_directory`
+  root: str  # the harness's --log_dir
   extra_keys: tuple  # grid hparams that are neither identity keys nor shared by every run
 
   @property
-  def run_dir(self):
-    """`dvae.training.run_directory` of these hparams."""
-    return os.path.join(self.log_dir, *(str(self.hparams[key]) for key in RUN_DIRECTORY_KEYS))
-
-  @property
   def label(self):
-    return " ".join(f"{key}={self.hparams[key]}" for key in IDENTITY_KEYS + self.extra_keys)
+    return " ".join(f"{key}={self.hparams.get(key)}" for key in IDENTITY_KEYS + self.extra_keys)
 
-  def trainer_args(self):
-    """The trainer's flags: every hparam with a value, then the cell's log_dir."""
-    args = [f"--{key}={_flag_value(value)}" for key, value in self.hparams.items()
+  def trainer_args(self, shown=False):
+    """The trainer's flags: every hparam with a value, then the cell's log_dir.
+
+    With `shown`, the folders of this machine are placeholders, as result pages print them.
+    """
+    hparams = dict(self.hparams)
+    log_dir = self.log_dir
+    if shown:
+      if hparams.get("data_dir") is not None:
+        hparams["data_dir"] = DATA_DIR_PLACEHOLDER
+      log_dir = os.path.join(LOG_DIR_PLACEHOLDER, os.path.relpath(self.log_dir, self.root))
+    args = [f"--{key}={_flag_value(value)}" for key, value in hparams.items()
             if value is not None]
-    return args + [f"--log_dir={self.log_dir}"]
+    return args + [f"--log_dir={log_dir}"]
 
 
 def _flag_value(value):
   return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _check_product(path, axes):
+  if not isinstance(axes, dict):
+    raise GridError(f"grid file {path}: 'grid' must be a JSON object or a list of them")
+  for key, values in axes.items():
+    if (not isinstance(values, list) or not values
+        or not all(isinstance(v, _SCALAR) for v in values)):
+      raise GridError(f"grid file {path}: grid hparam {key} must be a non-empty list of "
+                      f"strings, numbers, booleans or nulls, not {values!r}")
+    if len({json.dumps(v) for v in values}) != len(values):
+      raise GridError(f"grid file {path}: grid hparam {key} repeats a value: {values}")
+
+
+def _check_claims(path, claims):
+  if not isinstance(claims, list):
+    raise GridError(f"grid file {path}: 'claims' must be a list")
+  result = []
+  for claim in claims:
+    if (not isinstance(claim, dict) or set(claim) != {"claim", "a", "b"}
+        or not isinstance(claim["claim"], str)
+        or not all(isinstance(claim[side], dict) and claim[side] for side in "ab")
+        or set(claim["a"]) != set(claim["b"]) or "seed" in claim["a"]
+        or not all(isinstance(v, _SCALAR) for side in "ab" for v in claim[side].values())):
+      raise GridError(f"grid file {path}: each claim must be {{'claim': text, 'a': {{...}}, "
+                      f"'b': {{...}}}}, a and b giving other values to the same hparams (not "
+                      f"the seed), not {claim!r}")
+    result.append(Claim(text=claim["claim"], a=claim["a"], b=claim["b"]))
+  return tuple(result)
 
 
 def load_grid(path):
@@ -133,44 +211,74 @@ def load_grid(path):
     raise GridError(f"grid file {path}: 'name' must be a string of letters, digits, '_', '.', "
                     f"'-' (it names files), not {name!r}")
   base, axes = content.get("base", {}), content.get("grid", {})
-  if not isinstance(base, dict) or not isinstance(axes, dict):
-    raise GridError(f"grid file {path}: 'base' and 'grid' must be JSON objects")
-  scalar = (str, int, float, bool, type(None))
+  if not isinstance(base, dict):
+    raise GridError(f"grid file {path}: 'base' must be a JSON object")
+  products = axes if isinstance(axes, list) else [axes]
+  if not products:
+    raise GridError(f"grid file {path}: 'grid' must not be an empty list")
   for key, value in base.items():
-    if not isinstance(value, scalar):
+    if not isinstance(value, _SCALAR):
       raise GridError(f"grid file {path}: base hparam {key} must be a string, number, boolean "
                       f"or null, not {value!r}")
-  for key, values in axes.items():
-    if (not isinstance(values, list) or not values
-        or not all(isinstance(v, scalar) for v in values)):
-      raise GridError(f"grid file {path}: grid hparam {key} must be a non-empty list of "
-                      f"strings, numbers, booleans or nulls, not {values!r}")
-    if len({json.dumps(v) for v in values}) != len(values):
-      raise GridError(f"grid file {path}: grid hparam {key} repeats a value: {values}")
-  both = sorted(set(base) & set(axes))
+  for product in products:
+    _check_product(path, product)
+  gridded = set().union(*products)
+  both = sorted(set(base) & gridded)
   if both:
     raise GridError(f"grid file {path}: {both} in both 'base' and 'grid'; give each once")
-  reserved = sorted(set(RESERVED_KEYS) & (set(base) | set(axes)))
+  reserved = sorted(set(RESERVED_KEYS) & (set(base) | gridded))
   if reserved:
-    raise GridError(f"grid file {path}: {reserved} is set by reproduce.py (use --log_dir)")
-  missing = [key for key in IDENTITY_KEYS
-             if key not in axes and base.get(key) is None]
-  if missing or any(None in axes.get(key, []) for key in IDENTITY_KEYS):
-    raise GridError(f"grid file {path}: every run must fix {IDENTITY_KEYS} (they place the run "
-                    f"and label its row); missing: {missing or 'a null value in grid'}")
-  return Grid(name=name, description=content.get("description", ""), base=base, axes=axes)
+    raise GridError(f"grid file {path}: {reserved} is set by reproduce.py (use "
+                    f"{', '.join('--' + key for key in reserved)})")
+  seeds = content.get("seeds", [])
+  if not isinstance(seeds, list) or not all(
+      isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) or (
+          len(set(seeds)) != len(seeds)):
+    raise GridError(f"grid file {path}: 'seeds' must be a list of distinct non-negative "
+                    f"integers, not {seeds!r}")
+  if seeds and "seed" in set(base) | gridded:
+    raise GridError(f"grid file {path}: seed in 'seeds' and in 'base' or 'grid'; give it once")
+  fixed = set(base) | ({"seed"} if seeds else set())
+  for product in products:
+    missing = [key for key in IDENTITY_KEYS
+               if key not in product and (key not in fixed or base.get(key, 0) is None)]
+    if missing or any(None in product.get(key, []) for key in IDENTITY_KEYS):
+      raise GridError(f"grid file {path}: every run must fix {IDENTITY_KEYS} (they place the "
+                      f"run and label its row); missing: {missing or 'a null value in grid'}")
+  proxy_data = content.get("proxy_data", False)
+  if not isinstance(proxy_data, bool):
+    raise GridError(f"grid file {path}: 'proxy_data' must be true or false")
+  return Grid(name=name, description=content.get("description", ""), base=base,
+              products=tuple(products), seeds=tuple(seeds),
+              claims=_check_claims(path, content.get("claims", [])), proxy_data=proxy_data)
 
 
-def cells(grid, log_dir):
-  """The runs of `grid`, in the order of the cartesian product of its lists."""
-  extra_keys = tuple(key for key in grid.axes if key not in IDENTITY_KEYS)
-  result = []
-  for values in itertools.product(*grid.axes.values()):
-    hparams = {**grid.base, **dict(zip(grid.axes, values))}
-    cell_log_dir = os.path.join(
-        log_dir, grid.name, str(hparams["sampler"]), f"seed{hparams['seed']}",
-        *(f"{key}={hparams[key]}" for key in extra_keys))
-    result.append(Cell(hparams=hparams, log_dir=cell_log_dir, extra_keys=extra_keys))
+def run_directories(root, grid_name, hparams, extra_keys):
+  """(the trainer's --log_dir, the run directory) of one run of a grid under `root`."""
+  log_dir = os.path.join(root, grid_name, str(hparams["sampler"]), f"seed{hparams['seed']}",
+                         *(f"{key}={hparams.get(key)}" for key in extra_keys))
+  return log_dir, os.path.join(log_dir, *(str(hparams[key]) for key in RUN_DIRECTORY_KEYS))
+
+
+def cells(grid, log_dir, data_dir=None):
+  """The runs of `grid`: seed by seed, the union of its products in order."""
+  extra_keys = tuple(dict.fromkeys(key for product in grid.products for key in product
+                                   if key not in IDENTITY_KEYS))
+  extra = {"data_dir": data_dir} if data_dir is not None else {}
+  result, seen = [], set()
+  for seed in grid.seeds or (None,):
+    for product in grid.products:
+      for values in itertools.product(*product.values()):
+        hparams = {**grid.base, **dict(zip(product, values)), **extra}
+        if seed is not None:
+          hparams["seed"] = seed
+        key = json.dumps(hparams, sort_keys=True)
+        if key in seen:
+          continue
+        seen.add(key)
+        cell_log_dir, run_dir = run_directories(log_dir, grid.name, hparams, extra_keys)
+        result.append(Cell(hparams=hparams, log_dir=cell_log_dir, run_dir=run_dir, root=log_dir,
+                           extra_keys=extra_keys))
   return result
 
 
@@ -278,19 +386,158 @@ def _tail(path, lines):
 class Row:
   cell: Cell
   results: dict
+  reused: bool = False  # a row of an earlier publication (--reuse_csv), not a run directory
 
   def value(self, key):
-    return self.cell.hparams[key]
+    return self.cell.hparams.get(key)
 
   @property
   def paper_nll(self):
     return paper.paper_nll(self.value("dataset"), self.value("k"), self.value("baseline"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """The mean of n values, its standard error and its Student-t interval at CONFIDENCE.
+
+  With x̄ the mean and s the sample standard deviation, the standard error is s/√n and the
+  interval x̄ ± t_{n−1}((1 + CONFIDENCE)/2) · s/√n; both are None for fewer than 2 values.
+  """
+  n: int
+  mean: float
+  stderr: float | None = None
+  low: float | None = None
+  high: float | None = None
+
+
+def estimate(values):
+  values = [float(v) for v in values]
+  mean = statistics.fmean(values)
+  if len(values) < 2:
+    return Estimate(len(values), mean)
+  stderr = statistics.stdev(values) / math.sqrt(len(values))
+  half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(values) - 1)) * stderr
+  return Estimate(len(values), mean, stderr, mean - half, mean + half)
+
+
+def verdict(difference):
+  """The verdict on "a beats b" from the interval of Δ = NLL(a) − NLL(b)."""
+  if difference is None or difference.low is None:
+    return "not resolved (fewer than 2 paired seeds)"
+  if difference.high < 0:
+    return "holds"
+  if difference.low > 0:
+    return "reversed"
+  return "not resolved at this budget"
+
+
+def _key(hparams, without=()):
+  return json.dumps({k: v for k, v in hparams.items() if k not in without}, sort_keys=True)
+
+
+def settings(rows):
+  """The finished runs grouped by their hparams but the seed, in the grid's order."""
+  groups = {}
+  for row in rows:
+    groups.setdefault(_key(row.cell.hparams, without=("seed",)), []).append(row)
+  return list(groups.values())
+
+
+def _varying(hparams, keys):
+  """The keys among `keys` whose value differs between the dicts in `hparams`."""
+  return [key for key in keys if len({str(h.get(key)) for h in hparams}) > 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimLine:
+  """One claim at one setting of the other grid hparams: its paired differences over seeds."""
+  claim: Claim
+  context: dict
+  seeds: tuple
+  difference: Estimate | None
+
+  @property
+  def verdict(self):
+    return verdict(self.difference)
+
+
+def test_claims(claims, all_cells, rows):
+  """Each claim's paired differences: for a finished run matching `a`, the finished run with the
+  same hparams but `b`'s values gives Δ = NLL(a) − NLL(b) for that seed; one line per setting of
+  the other varying hparams, one line with no pairs for a claim whose runs have not finished."""
+  by_hparams = {_key(row.cell.hparams): row for row in rows}
+  keys = list(dict.fromkeys(key for cell in all_cells for key in cell.hparams))
+  varying = _varying([cell.hparams for cell in all_cells], keys)
+  lines = []
+  for claim in claims:
+    groups = {}
+    for row in rows:
+      hparams = row.cell.hparams
+      if any(hparams.get(key) != value for key, value in claim.a.items()):
+        continue
+      partner = by_hparams.get(_key({**hparams, **claim.b}))
+      if partner is None:
+        continue
+      context = {key: hparams.get(key) for key in varying
+                 if key not in claim.a and key != "seed"}
+      groups.setdefault(_key(context), (context, []))[1].append(
+          (hparams["seed"], row.results["test_nll"] - partner.results["test_nll"]))
+    for context, pairs in groups.values():
+      lines.append(ClaimLine(claim, context, tuple(seed for seed, _ in pairs),
+                             estimate([difference for _, difference in pairs])))
+    if not groups:
+      lines.append(ClaimLine(claim, {}, (), None))
+  return lines
+
+
+def _shown_value(key, value):
+  if key == "baseline":
+    return paper.BASELINE_TITLES.get(value, value)
+  return value
+
+
+def _describe(hparams):
+  """`K=5, DVAE# power`: hparams as a reader names them."""
+  names = {"k": "K", "baseline": None}
+  return ", ".join(str(_shown_value(key, value)) if names.get(key, key) is None
+                   else f"{names.get(key, key)}={value}" for key, value in hparams.items()) or "—"
+
+
+def _plus_minus(e):
+  if e is None:
+    return "—"
+  return _number(e.mean) + ("" if e.stderr is None else f" ± {_number(e.stderr)}")
+
+
+def _interval(e):
+  return "—" if e is None or e.low is None else f"[{_number(e.low)}, {_number(e.high)}]"
+
+
 CSV_COLUMNS = ("dataset", "struct", "baseline", "k", "sampler", "seed", "steps", "best_step",
                "test_nll", "val_nll", "paper_nll_best_structure_1e6_steps", "test_iw_samples",
                "val_iw_samples", "wall_seconds", "steps_per_second", "log_z", "log_z_stderr",
-               "run_dir")
+               "run_dir_under_log_dir", "reused")
+
+
+# Numbers an earlier publication's CSV gives for a run, and their types.
+PUBLISHED_NUMBERS = {"steps": int, "best_step": int, "test_nll": float, "val_nll": float,
+                     "test_iw_samples": int, "val_iw_samples": int, "wall_seconds": float,
+                     "steps_per_second": float, "log_z": float, "log_z_stderr": float}
+
+
+def read_published(path, all_cells):
+  """{cell: results} from an earlier publication's CSV of the same grid: a row stands for the cell
+  with the same values in the CSV's hparam columns (the identity and extra grid hparams)."""
+  with open(path, newline="") as f:
+    records = list(csv.DictReader(f))
+  published = {}
+  for cell in all_cells:
+    for record in records:
+      if all(record.get(key) == str(cell.hparams.get(key))
+             for key in IDENTITY_KEYS + cell.extra_keys):
+        published[cell] = {key: None if record.get(key) in (None, "") else kind(float(record[key]))
+                           for key, kind in PUBLISHED_NUMBERS.items()}
+  return published
 
 
 def csv_record(row):
@@ -301,14 +548,18 @@ def csv_record(row):
       val_nll=r["val_nll"], paper_nll_best_structure_1e6_steps=row.paper_nll,
       test_iw_samples=r.get("test_iw_samples"), val_iw_samples=r.get("val_iw_samples"),
       wall_seconds=r.get("wall_seconds"), steps_per_second=r.get("steps_per_second"),
-      log_z=r.get("log_z"), log_z_stderr=r.get("log_z_stderr"), run_dir=row.cell.run_dir)
+      log_z=r.get("log_z"), log_z_stderr=r.get("log_z_stderr"),
+      run_dir_under_log_dir=None if row.reused else os.path.relpath(row.cell.run_dir,
+                                                                    row.cell.root),
+      reused="yes" if row.reused else None)
   return record
 
 
-def write_csv(path, rows, extra_keys):
-  columns = CSV_COLUMNS[:6] + extra_keys + CSV_COLUMNS[6:]
+def write_csv(path, rows, extra_keys, proxy_data):
+  columns = [column for column in CSV_COLUMNS[:6] + extra_keys + CSV_COLUMNS[6:]
+             if not (proxy_data and column == "paper_nll_best_structure_1e6_steps")]
   with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
       writer.writerow({k: "" if v is None else v for k, v in csv_record(row).items()})
@@ -331,12 +582,19 @@ def _joined(values):
   return ", ".join(str(v) for v in values) if values else "—"
 
 
-def markdown(grid, all_cells, rows, command, png_name):
-  """The results page: budget and caveat, the exact command, the table, the plot."""
+def _table(header, lines):
+  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(str(c) for c in line) + " |" for line in lines])
+
+
+def markdown(grid, all_cells, rows, claim_lines, command, trainer, png_names, reused_from=None):
+  """The results page: budget and caveat, the command, the claims, the tables, the plots."""
   done = {row.cell for row in rows}
   steps = _values(rows, lambda row: row.results["steps"])
   budget = _values(all_cells, lambda cell: cell.hparams.get("num_train_iter"))
   structs = _values(all_cells, lambda cell: cell.hparams["struct"])
+  seeds = _values(all_cells, lambda cell: cell.hparams["seed"])
+  quote_paper = not grid.proxy_data
   lines = [f"# {grid.name}", ""]
   if grid.description:
     lines += [grid.description, ""]
@@ -345,9 +603,10 @@ def markdown(grid, all_cells, rows, command, png_name):
   lines += [
       f"Budget: {_joined(budget) if budget else 'the trainer default'} training steps per run "
       f"(`num_train_iter`; runs reached {_joined(steps)}), {fraction}, with the "
-      f"{_joined(structs)} structure.",
+      f"{_joined(structs)} structure. Seeds: {_joined(seeds)}; a setting's test NLL is the mean "
+      f"over its seeds ± its standard error, with the {CONFIDENCE:.0%} Student-t interval.",
       "",
-      f"**Caveat.** {CAVEAT}",
+      f"**Caveat.** {CAVEAT if quote_paper else PROXY_CAVEAT}",
       "",
       "Test NLL is the importance-weighted bound of the best-validation checkpoint with "
       f"{_joined(_values(rows, lambda row: row.results.get('test_iw_samples')))} samples "
@@ -360,48 +619,98 @@ def markdown(grid, all_cells, rows, command, png_name):
       f"    {command}",
       "",
   ]
+  if trainer:
+    lines += [f"`<trainer>` was {trainer}.", ""]
+  if any(row.reused for row in rows):
+    lines += [f"Runs marked *reused* were not trained for this page: their numbers are rows of "
+              f"`{reused_from}`, an earlier publication of this grid with the same hparams "
+              "(`--reuse_csv`).", ""]
+  if claim_lines:
+    lines += ["## Claims", "",
+              "Δ = test NLL(a) − test NLL(b) of runs that differ only in the claim's hparams, "
+              "paired by seed; a negative Δ favours the claim. Verdict from the "
+              f"{CONFIDENCE:.0%} interval of the mean Δ: *holds* (below 0), *reversed* "
+              "(above 0), *not resolved at this budget* (contains 0).", ""]
+    lines += _table(
+        ["claim", "a", "b", "setting", "seeds", "Δ (a − b) ± s.e.",
+         f"{CONFIDENCE:.0%} interval", "verdict"],
+        [[line.claim.text, _describe(line.claim.a), _describe(line.claim.b),
+          _describe(line.context), _joined(line.seeds), _plus_minus(line.difference),
+          _interval(line.difference), line.verdict] for line in claim_lines])
+    if "claims" in png_names:
+      lines += ["", f"![Paired differences of the claims]({png_names['claims']})"]
+    lines.append("")
   extra = all_cells[0].extra_keys if all_cells else ()
-  header = (["dataset", "struct", "baseline", "K", "sampler", "seed", *extra, "steps",
-             "test NLL", "val NLL", paper.SETTING, "wall time", "steps/s", "log Z ± stderr"])
-  lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for row in rows:
-    r = row.results
-    wall = r.get("wall_seconds")
-    cells_text = [row.value("dataset"), row.value("struct"),
-                  paper.BASELINE_TITLES.get(row.value("baseline"), row.value("baseline")),
-                  row.value("k"), row.value("sampler"), row.value("seed"),
-                  *(row.value(key) for key in extra), r["steps"], _number(r["test_nll"]),
-                  _number(r["val_nll"]), _number(row.paper_nll),
-                  "—" if wall is None else f"{wall / 60:.1f} min",
-                  _number(r.get("steps_per_second"), 1),
-                  f"{_number(r.get('log_z'))} ± {_number(r.get('log_z_stderr'))}"]
-    lines.append("| " + " | ".join(str(c) for c in cells_text) + " |")
+  lines += ["## Per setting", ""]
+  lines += _table(
+      ["dataset", "struct", "baseline", "K", "sampler", *extra, "seeds",
+       "test NLL ± s.e.", f"{CONFIDENCE:.0%} interval"]
+      + ([paper.SETTING] if quote_paper else [])
+      + ["val NLL", "wall time per run", "steps/s"],
+      [[first.value("dataset"), first.value("struct"),
+        _shown_value("baseline", first.value("baseline")), first.value("k"),
+        first.value("sampler"), *(first.value(key) for key in extra),
+        _joined([row.value("seed") for row in group]), _plus_minus(test), _interval(test)]
+       + ([_number(first.paper_nll)] if quote_paper else [])
+       + [_number(statistics.fmean(row.results["val_nll"] for row in group)),
+          _minutes([row.results.get("wall_seconds") for row in group]),
+          _number(_mean_of_known([row.results.get("steps_per_second") for row in group]), 1)]
+       for group in settings(rows)
+       for first, test in [(group[0], estimate([row.results["test_nll"] for row in group]))]])
+  if "nll" in png_names:
+    lines += ["", f"![NLL per baseline and validation learning curves]({png_names['nll']})"]
   missing = [cell for cell in all_cells if cell not in done]
   if missing:
     lines += ["", f"Not finished ({len(missing)} of {len(all_cells)} runs):", ""]
     lines += [f"- {cell.label}" + ("" if read_results(cell) is None else
                                    f" (its {RESULTS} was made with other hparams)")
               for cell in missing]
-  if png_name:
-    lines += ["", f"![NLL per baseline and validation learning curves]({png_name})"]
-  lines += ["", "<details><summary>The trainer command of each run</summary>", ""]
-  lines += [f"    python run_training.py {shlex.join(cell.trainer_args())}" for cell in all_cells]
+  lines += ["", "<details><summary>Every run</summary>", ""]
+  lines += _table(
+      ["baseline", "K", "sampler", *extra, "seed", "run", "steps", "test NLL", "val NLL",
+       "wall time", "steps/s", "log Z ± stderr"],
+      [[_shown_value("baseline", row.value("baseline")), row.value("k"), row.value("sampler"),
+        *(row.value(key) for key in extra), row.value("seed"),
+        "reused" if row.reused else "here", row.results["steps"],
+        _number(row.results["test_nll"]), _number(row.results["val_nll"]),
+        _minutes([row.results.get("wall_seconds")]),
+        _number(row.results.get("steps_per_second"), 1),
+        f"{_number(row.results.get('log_z'))} ± {_number(row.results.get('log_z_stderr'))}"]
+       for row in rows])
+  lines += ["", "</details>", "", "<details><summary>The trainer command of each run</summary>",
+            ""]
+  lines += [f"    python run_training.py {' '.join(cell.trainer_args(shown=True))}"
+            for cell in all_cells]
   lines += ["", "</details>", ""]
   return "\n".join(lines)
 
 
-def _varying(hparams, keys):
-  """The keys among `keys` whose value differs between the dicts in `hparams`."""
-  return [key for key in keys if len({str(h[key]) for h in hparams}) > 1]
+def _mean_of_known(values):
+  known = [v for v in values if v is not None]
+  return statistics.fmean(known) if known else None
 
 
-def plot(path, rows, curves):
-  """Per dataset: our test NLL per baseline beside the paper's, and validation NLL curves.
+def _minutes(seconds):
+  mean = _mean_of_known(seconds)
+  return "—" if mean is None else f"{mean / 60:.1f} min"
+
+
+def _mean_curve(histories):
+  """[(step, mean val NLL)] over the steps every history reached."""
+  steps = set.intersection(*(set(dict(history)) for history in histories))
+  return [(step, statistics.fmean(dict(history)[step] for history in histories))
+          for step in sorted(steps)]
+
+
+def plot(path, rows, curves, quote_paper):
+  """Per dataset: mean test NLL per baseline with its interval (beside the paper's), and the
+  validation NLL curves averaged over seeds.
 
   Args:
     path: the PNG to write.
     rows: finished runs.
     curves: [(cell, [(step, val_nll)])] for every run with a learning curve so far.
+    quote_paper: whether to draw the paper's values.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -418,26 +727,32 @@ def plot(path, rows, curves):
     # Settings besides K and the baseline that differ between runs go into every label.
     extra_keys = (mine[0].cell.extra_keys if mine else traced[0][0].extra_keys)
     varying = _varying([row.cell.hparams for row in mine] + [cell.hparams for cell, _ in traced],
-                       ("struct", "sampler", "seed") + extra_keys)
+                       ("struct", "sampler") + extra_keys)
 
     def setting(hparams, varying=varying):
-      return (hparams["k"], *(hparams[key] for key in varying))
+      return (hparams["k"], *(hparams.get(key) for key in varying))
 
     def describe(key, varying=varying):
       return ", ".join([f"K={key[0]}"] + [f"{name}={v}" for name, v in zip(varying, key[1:])])
 
     baselines = [b for b in paper.BASELINES if any(r.value("baseline") == b for r in mine)]
     baselines += sorted({r.value("baseline") for r in mine} - set(baselines))
-    series = list(dict.fromkeys(setting(row.cell.hparams) for row in mine))
+    groups = settings(mine)
+    series = list(dict.fromkeys(setting(group[0].cell.hparams) for group in groups))
     width = 0.8 / max(len(series), 1)
     for s, key in enumerate(series):
-      members = [row for row in mine if setting(row.cell.hparams) == key]
+      members = [group for group in groups if setting(group[0].cell.hparams) == key]
       color = colors[s % len(colors)]
       # Series sit side by side around each baseline's tick.
-      x = [baselines.index(row.value("baseline")) - 0.4 + width * (s + 0.5) for row in members]
-      nll_axes.plot(x, [row.results["test_nll"] for row in members], "o", color=color,
-                    label=f"ours, {describe(key)}")
-      quoted = [(xi, row.paper_nll) for xi, row in zip(x, members) if row.paper_nll is not None]
+      x = [baselines.index(group[0].value("baseline")) - 0.4 + width * (s + 0.5)
+           for group in members]
+      means = [estimate([row.results["test_nll"] for row in group]) for group in members]
+      nll_axes.errorbar(x, [e.mean for e in means],
+                        yerr=[0 if e.low is None else e.high - e.mean for e in means],
+                        fmt="o", capsize=3, color=color,
+                        label=f"ours, {describe(key)} (mean, {CONFIDENCE:.0%} interval)")
+      quoted = [(xi, group[0].paper_nll) for xi, group in zip(x, members)
+                if quote_paper and group[0].paper_nll is not None]
       if quoted:
         nll_axes.plot(*zip(*quoted), "D", mfc="none", color=color,
                       label=f"{paper.SETTING}, K={key[0]}")
@@ -451,16 +766,23 @@ def plot(path, rows, curves):
       nll_axes.legend(fontsize="small")
 
     # Colour: the baseline; line style: K and the other varying settings.
-    settings = list(dict.fromkeys(setting(cell.hparams) for cell, _ in traced))
+    averaged = {}
     for cell, history in traced:
+      averaged.setdefault(_key(cell.hparams, without=("seed",)), (cell, []))[1].append(history)
+    settings_seen = list(dict.fromkeys(setting(cell.hparams) for cell, _ in averaged.values()))
+    for cell, histories in averaged.values():
+      curve = _mean_curve(histories)
+      if not curve:
+        continue
       baseline = cell.hparams["baseline"]
       index = paper.BASELINES.index(baseline) if baseline in paper.BASELINES else -1
-      curve_axes.plot(*zip(*history), styles[settings.index(setting(cell.hparams)) % len(styles)],
+      curve_axes.plot(*zip(*curve),
+                      styles[settings_seen.index(setting(cell.hparams)) % len(styles)],
                       color=colors[index % len(colors)], marker=".",
                       label=f"{paper.BASELINE_TITLES.get(baseline, baseline)}, "
                             f"{describe(setting(cell.hparams))}")
     curve_axes.set_xlabel("training step")
-    curve_axes.set_ylabel("validation NLL (nats)")
+    curve_axes.set_ylabel("validation NLL (nats), mean over seeds")
     curve_axes.set_title(f"{dataset}: validation NLL during training")
     curve_axes.grid(alpha=0.3)
     if traced:
@@ -470,8 +792,36 @@ def plot(path, rows, curves):
   plt.close(figure)
 
 
-def collect(grid, all_cells, results_dir, command):
-  """Writes <results_dir>/<name>.md, .csv and .png from the runs that finished."""
+def plot_claims(path, claim_lines):
+  """Each claim line's mean paired difference with its interval; left of 0 favours the claim."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  shown = [line for line in claim_lines if line.difference is not None]
+  figure, axes = plt.subplots(figsize=(10, 1.2 + 0.45 * len(shown)))
+  y = list(range(len(shown)))[::-1]
+  for yi, line in zip(y, shown):
+    e = line.difference
+    half = 0 if e.low is None else e.high - e.mean
+    axes.errorbar([e.mean], [yi], xerr=[half], fmt="o", capsize=3,
+                  color={"holds": "tab:green", "reversed": "tab:red"}.get(line.verdict, "0.4"))
+  axes.axvline(0, color="black", linewidth=0.8)
+  axes.set_yticks(y)
+  axes.set_yticklabels([f"{line.claim.text} ({_describe(line.context)})" for line in shown],
+                       fontsize="small")
+  axes.set_xlabel(f"Δ test NLL (a − b), nats: mean over seeds, {CONFIDENCE:.0%} interval "
+                  "(green: holds, red: reversed, grey: not resolved)")
+  axes.grid(axis="x", alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+def collect(grid, all_cells, results_dir, command, trainer=None, published=None,
+            reused_from=None):
+  """Writes <results_dir>/<name>.md, .csv and .png (and _claims.png) from the finished runs, and
+  from `published` rows ({cell: results}, see `read_published`) for cells with no results.json."""
   rows, curves = [], []
   for cell in all_cells:
     results = read_results(cell)
@@ -479,20 +829,27 @@ def collect(grid, all_cells, results_dir, command):
       continue  # another configuration's run; main() has reported it
     if results is not None:
       rows.append(Row(cell, results))
+    elif cell in (published or {}):
+      rows.append(Row(cell, published[cell], reused=True))
     history = read_history(cell)
     if history:
       curves.append((cell, history))
   os.makedirs(results_dir, exist_ok=True)
   stem = os.path.join(results_dir, grid.name)
-  png_name = None
+  claim_lines = test_claims(grid.claims, all_cells, rows)
+  png_names = {}
   if rows or curves:
-    plot(f"{stem}.png", rows, curves)
-    png_name = f"{grid.name}.png"
-  write_csv(f"{stem}.csv", rows, all_cells[0].extra_keys if all_cells else ())
+    plot(f"{stem}.png", rows, curves, quote_paper=not grid.proxy_data)
+    png_names["nll"] = f"{grid.name}.png"
+  if any(line.difference is not None for line in claim_lines):
+    plot_claims(f"{stem}_claims.png", claim_lines)
+    png_names["claims"] = f"{grid.name}_claims.png"
+  write_csv(f"{stem}.csv", rows, all_cells[0].extra_keys if all_cells else (), grid.proxy_data)
   with open(f"{stem}.md", "w") as f:
-    f.write(markdown(grid, all_cells, rows, command, png_name))
+    f.write(markdown(grid, all_cells, rows, claim_lines, command, trainer, png_names,
+                     reused_from))
   print(f"collected {len(rows)} of {len(all_cells)} runs into {stem}.md, .csv"
-        + (", .png" if png_name else ""), flush=True)
+        + "".join(f", {name}" for name in png_names.values()), flush=True)
 
 
 # ---------------------------------------------------------------- command line
@@ -505,6 +862,11 @@ def parse_args(argv):
   parser.add_argument("--workers", type=int, default=1, help="runs at once")
   parser.add_argument("--log_dir", default="runs", help="where the runs live")
   parser.add_argument("--results_dir", default="results", help="where the table and plots go")
+  parser.add_argument("--data_dir", default=None,
+                      help="the trainer's --data_dir for every run (default: the trainer's)")
+  parser.add_argument("--reuse_csv", default=None,
+                      help="CSV of an earlier publication of this grid whose rows stand for runs "
+                           "that have no results.json (marked 'reused' on the page); not run")
   parser.add_argument("--trainer", default=DEFAULT_TRAINER,
                       help="command that trains one run, given hparam flags and --log_dir")
   mode = parser.add_mutually_exclusive_group()
@@ -518,13 +880,47 @@ def parse_args(argv):
   return args
 
 
+def _shown_path(path, placeholder):
+  """`path` relative to the repository when it lies inside it, else the placeholder."""
+  relative = os.path.relpath(os.path.abspath(path), REPO)
+  return placeholder if relative.startswith(os.pardir) else relative
+
+
 def harness_command(args):
-  """The command that reproduces the results, as the results page quotes it."""
-  parts = ["python", "reproduce.py", f"--grid={args.grid}", f"--log_dir={args.log_dir}",
-           f"--results_dir={args.results_dir}"]
+  """The command that reproduces the results, as the results page quotes it: paths inside the
+  repository relative to it, the folders of the machine that ran it as placeholders."""
+  parts = ["python", "reproduce.py", f"--grid={_shown_path(args.grid, '<grid>')}",
+           f"--log_dir={_shown_path(args.log_dir, LOG_DIR_PLACEHOLDER)}",
+           f"--results_dir={_shown_path(args.results_dir, '<results_dir>')}"]
+  if args.data_dir is not None:
+    parts.append(f"--data_dir={DATA_DIR_PLACEHOLDER}")
+  if args.reuse_csv is not None:
+    parts.append(f"--reuse_csv={_shown_path(args.reuse_csv, '<reuse_csv>')}")
   if args.trainer != DEFAULT_TRAINER:
-    parts.append(f"--trainer={args.trainer}")
-  return shlex.join(parts)
+    parts.append("--trainer=<trainer>")
+  return " ".join(parts)
+
+
+def describe_trainer(trainer):
+  """What a non-default trainer command was, without the machine's folders: its script's name
+  and, when the script lies in a git checkout, that checkout's commit."""
+  if trainer == DEFAULT_TRAINER:
+    return None
+  scripts = [token for token in shlex.split(trainer) if os.path.isfile(token)
+             and token.endswith(".py")]
+  if not scripts:
+    return "a command other than this repository's `python run_training.py`"
+  try:
+    commit = subprocess.run(
+        ["git", "-C", os.path.dirname(os.path.abspath(scripts[-1])), "rev-parse", "--short",
+         "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    changed = subprocess.run(
+        ["git", "-C", os.path.dirname(os.path.abspath(scripts[-1])), "status", "--porcelain",
+         "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return f"`python {os.path.basename(scripts[-1])}` outside a git checkout"
+  return (f"`python {os.path.basename(scripts[-1])}` of a checkout at commit {commit}"
+          + (" with uncommitted changes" if changed else ""))
 
 
 def main(argv=None):
@@ -535,7 +931,14 @@ def main(argv=None):
   except GridError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  all_cells = cells(grid, args.log_dir)
+  all_cells = cells(grid, args.log_dir, args.data_dir)
+  published = {}
+  if args.reuse_csv is not None:
+    try:
+      published = read_published(args.reuse_csv, all_cells)
+    except (OSError, csv.Error, ValueError) as e:
+      print(f"error: cannot read --reuse_csv {args.reuse_csv}: {e}", file=sys.stderr)
+      return 2
   runs = {}
   for cell in all_cells:
     if cell.run_dir in runs:
@@ -548,7 +951,8 @@ def main(argv=None):
   for cell in all_cells:
     results = read_results(cell)
     if results is None:
-      pending.append(cell)
+      if cell not in published:
+        pending.append(cell)
     elif mismatch(cell, results):
       stale.append(cell)
       print(f"STALE  {cell.label}: {cell.run_dir}/{RESULTS} was made with other hparams "
@@ -572,7 +976,9 @@ def main(argv=None):
     except KeyboardInterrupt:
       print("interrupted; run the same command again to resume", file=sys.stderr)
       return 130
-  collect(grid, all_cells, args.results_dir, harness_command(args))
+  collect(grid, all_cells, args.results_dir, harness_command(args),
+          describe_trainer(args.trainer), published,
+          args.reuse_csv and _shown_path(args.reuse_csv, "<reuse_csv>"))
   if failed or stale:
     print(f"{len(failed)} runs failed, {len(stale)} stale: " + "; ".join(
         failed + [cell.label for cell in stale]), file=sys.stderr)

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import shlex
 import shutil
@@ -83,7 +84,8 @@ def expected_test_nll(baseline, k):
   return 90 + k + ["dvaes_power", "dvae_spike_exp"].index(baseline) / 10
 
 
-class ReproduceTest(unittest.TestCase):
+class HarnessTest(unittest.TestCase):
+  """The harness in a temporary folder, with the stand-in trainer."""
 
   def setUp(self):
     super().setUp()
@@ -136,6 +138,10 @@ class ReproduceTest(unittest.TestCase):
     with open(path, "w") as f:
       json.dump(content, f)
     return path
+
+
+
+class ReproduceTest(HarnessTest):
 
   def test_runs_every_cell_once_and_skips_finished_runs_when_rerun(self):
     status, out, _ = self.run_harness()
@@ -221,15 +227,48 @@ class ReproduceTest(unittest.TestCase):
     self.assertIn("paper (best structure, 1e6 steps)", page)
     self.assertIn("Budget: 20 training steps", page)
     self.assertIn("ordering of the baselines", page)
-    self.assertIn(f"python reproduce.py --grid={TINY_GRID}", page)
-    self.assertIn("| binarized_mnist | 1-layer-lin | DVAE# power | 1 | pcd | 0 | 20 | 91.00 | "
-                  "91.50 | 83.37 | 1.5 min | 12.5 | 30.00 ± 0.10 |", page)
-    self.assertIn("| binarized_mnist | 1-layer-lin | DVAE spike-exp | 2 | pcd | 0 | 20 | 92.10 | "
-                  "92.60 | — |", page)
+    # One seed: the mean is the run's NLL, with no standard error or interval.
+    self.assertIn("| binarized_mnist | 1-layer-lin | DVAE# power | 1 | pcd | 0 | 91.00 | — | "
+                  "83.37 | 91.50 | 1.5 min | 12.5 |", page)
+    self.assertIn("| binarized_mnist | 1-layer-lin | DVAE spike-exp | 2 | pcd | 0 | 92.10 | — | "
+                  "— |", page)
+    self.assertIn("| DVAE# power | 1 | pcd | 0 | here | 20 | 91.00 | 91.50 | 1.5 min | 12.5 | "
+                  "30.00 ± 0.10 |", page)
     self.assertIn("python run_training.py --dataset=binarized_mnist", page)
     self.assertIn("![NLL per baseline and validation learning curves](tiny.png)", page)
     with open(os.path.join(self.results_dir, "tiny.png"), "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+  def test_pages_name_no_folder_of_the_machine_that_ran_them(self):
+    data_dir = os.path.join(self.tmp, "data")
+    self.assertEqual(self.run_harness(f"--data_dir={data_dir}")[0], 0)
+    self.assertEqual(self.results("dvaes_power", 1)["hparams"]["data_dir"], data_dir)
+    with open(os.path.join(self.results_dir, "tiny.md")) as f:
+      page = f.read()
+    with open(os.path.join(self.results_dir, "tiny.csv")) as f:
+      table = f.read()
+    for text in (page, table):
+      self.assertNotIn(self.tmp, text)
+    self.assertIn("python reproduce.py --grid=grids/tiny.json --log_dir=<log_dir> "
+                  "--results_dir=<results_dir> --data_dir=<data_dir> --trainer=<trainer>", page)
+    self.assertIn("`<trainer>` was `python fake_trainer.py` outside a git checkout", page)
+    self.assertIn("--data_dir=<data_dir>", page)
+    self.assertIn("--log_dir=<log_dir>/tiny/pcd/seed0", page)
+    self.assertEqual(self.csv_rows()[0]["run_dir_under_log_dir"],
+                     os.path.join("tiny", "pcd", "seed0", "binarized_mnist", "1-layer-lin",
+                                  "dvaes_power", "1"))
+
+  def test_proxy_data_gets_no_paper_column(self):
+    with open(TINY_GRID) as f:
+      grid = json.load(f)
+    grid["proxy_data"] = True
+    self.assertEqual(self.run_harness(grid=self.write_grid(grid))[0], 0)
+    with open(os.path.join(self.results_dir, "tiny.md")) as f:
+      page = f.read()
+    self.assertNotIn(paper.SETTING, page)
+    self.assertNotIn("83.37", page)
+    self.assertIn("proxy", page)
+    self.assertNotIn("paper_nll_best_structure_1e6_steps", self.csv_rows()[0])
 
   def test_collect_only_rebuilds_the_results_without_running(self):
     self.assertEqual(self.run_harness()[0], 0)
@@ -288,6 +327,152 @@ class ReproduceTest(unittest.TestCase):
       self.assertEqual(status, 2, err)
       self.assertIn(expected, err)
     self.assertFalse(os.path.exists(self.log_dir))
+
+
+# t quantile t_2(0.975) of Student's distribution with 2 degrees of freedom (statistical tables).
+T_2_975 = 4.302652729911275
+
+
+class SeedsAndClaimsTest(HarnessTest):
+  """Means over seeds and paired claims, from results.json files written here."""
+
+  GRID = {
+      "name": "seeds",
+      "base": {"dataset": "binarized_mnist", "struct": "1-layer-lin", "sampler": "pcd",
+               "num_train_iter": 20},
+      "grid": [{"baseline": ["dvaes_power", "dvaepp_power"], "k": [1]},
+               {"baseline": ["dvaes_power"], "k": [5, 1]}],
+      "seeds": [0, 1, 2],
+      "claims": [
+          {"claim": "power beats DVAE++", "a": {"baseline": "dvaes_power"},
+           "b": {"baseline": "dvaepp_power"}},
+          {"claim": "DVAE++ beats power", "a": {"baseline": "dvaepp_power"},
+           "b": {"baseline": "dvaes_power"}},
+          {"claim": "K = 5 beats K = 1", "a": {"k": 5}, "b": {"k": 1}},
+      ],
+  }
+  # Seeds move every NLL by 5 nats; DVAE# power is 0.4-0.6 nats better than DVAE++ on each seed.
+  NLL = {("dvaepp_power", 1): [100.0, 105.0, 110.0],
+         ("dvaes_power", 1): [99.5, 104.6, 109.4],
+         ("dvaes_power", 5): [100.5, 102.6, 109.9]}
+
+  def write_runs(self, skip=()):
+    grid = self.write_grid(self.GRID)
+    for cell in reproduce.cells(reproduce.load_grid(grid), self.log_dir):
+      hparams = cell.hparams
+      if (hparams["baseline"], hparams["k"], hparams["seed"]) in skip:
+        continue
+      nll = self.NLL[hparams["baseline"], hparams["k"]][hparams["seed"]]
+      os.makedirs(cell.run_dir)
+      with open(os.path.join(cell.run_dir, "results.json"), "w") as f:
+        json.dump(dict(test_nll=nll, val_nll=nll + 1, steps=20, hparams=hparams), f)
+    return grid
+
+  def page(self):
+    with open(os.path.join(self.results_dir, "seeds.md")) as f:
+      return f.read()
+
+  def test_grid_is_the_union_of_its_products_seed_by_seed(self):
+    grid = reproduce.load_grid(self.write_grid(self.GRID))
+    order = [(c.hparams["seed"], c.hparams["baseline"], c.hparams["k"])
+             for c in reproduce.cells(grid, self.log_dir)]
+    # dvaes_power at K = 1 is in both products and runs once per seed.
+    self.assertEqual(order, [(seed, baseline, k) for seed in (0, 1, 2) for baseline, k in
+                             (("dvaes_power", 1), ("dvaepp_power", 1), ("dvaes_power", 5))])
+
+  def test_setting_gives_mean_standard_error_and_t_interval_over_seeds(self):
+    self.assertEqual(self.run_harness("--collect_only", grid=self.write_runs())[0], 0)
+    values = self.NLL["dvaes_power", 1]
+    mean = sum(values) / 3
+    stderr = math.sqrt(sum((v - mean) ** 2 for v in values) / 2 / 3)
+    self.assertAlmostEqual(mean, 104.5)
+    self.assertIn(f"| binarized_mnist | 1-layer-lin | DVAE# power | 1 | pcd | 0, 1, 2 | "
+                  f"104.50 ± {stderr:.2f} | [{mean - T_2_975 * stderr:.2f}, "
+                  f"{mean + T_2_975 * stderr:.2f}] | 83.37 |", self.page())
+    e = reproduce.estimate(values)
+    self.assertAlmostEqual(e.high - e.mean, T_2_975 * stderr, places=9)
+
+  def test_claims_are_paired_by_seed_with_verdicts(self):
+    self.assertEqual(self.run_harness("--collect_only", grid=self.write_runs())[0], 0)
+    page = self.page()
+    # Δ = −0.5, −0.4, −0.6: mean −0.5, standard error 0.1/√3, so the interval is below 0 though
+    # the two settings' own intervals (seed spread 5 nats) overlap.
+    half = T_2_975 * 0.1 / math.sqrt(3)
+    self.assertIn(f"| power beats DVAE++ | DVAE# power | DVAE++ power | K=1 | 0, 1, 2 | "
+                  f"-0.50 ± 0.06 | [{-0.5 - half:.2f}, {-0.5 + half:.2f}] | holds |", page)
+    self.assertIn(f"| DVAE++ beats power | DVAE++ power | DVAE# power | K=1 | 0, 1, 2 | "
+                  f"0.50 ± 0.06 | [{0.5 - half:.2f}, {0.5 + half:.2f}] | reversed |", page)
+    # Δ = +1.0, −2.0, +0.5 for DVAE# power: not resolved; DVAE++ has no K = 5 run to pair.
+    self.assertRegex(page, r"\| K = 5 beats K = 1 \| K=5 \| K=1 \| DVAE# power \| 0, 1, 2 \| "
+                           r"-0.17 ± \S+ \| \[\S+, \S+\] \| not resolved at this budget \|")
+    self.assertEqual(page.count("| K = 5 beats K = 1 |"), 1)
+    self.assertIn("![Paired differences of the claims](seeds_claims.png)", page)
+    self.assertTrue(os.path.exists(os.path.join(self.results_dir, "seeds_claims.png")))
+
+  def test_claims_pair_only_seeds_where_both_runs_finished(self):
+    grid = self.write_runs(skip={("dvaepp_power", 1, 2), ("dvaes_power", 5, 1),
+                                 ("dvaes_power", 5, 2)})
+    self.assertEqual(self.run_harness("--collect_only", grid=grid)[0], 0)
+    page = self.page()
+    self.assertIn("| power beats DVAE++ | DVAE# power | DVAE++ power | K=1 | 0, 1 | -0.45 ± 0.05 |",
+                  page)
+    self.assertIn("| DVAE# power | 0 | 1.00 | — | not resolved (fewer than 2 paired seeds) |", page)
+    self.assertIn("Not finished (3 of 9 runs)", page)
+
+  def test_rows_of_an_earlier_publication_stand_for_runs_that_are_gone(self):
+    grid = self.write_runs()
+    self.assertEqual(self.run_harness("--collect_only", grid=grid)[0], 0)
+    published = os.path.join(self.tmp, "earlier.csv")
+    shutil.copy(os.path.join(self.results_dir, "seeds.csv"), published)
+    for seed in (1, 2):  # the run directories of seeds 1 and 2 are gone
+      shutil.rmtree(os.path.join(self.log_dir, "seeds", "pcd", f"seed{seed}"))
+    status, out, _ = self.run_harness(f"--reuse_csv={published}", grid=grid)
+    self.assertEqual(status, 0)
+    self.assertIn("9 finished, 0 to run", out)
+    self.assertFalse(os.path.exists(os.path.join(self.log_dir, "seeds", "pcd", "seed1")))
+    page = self.page()
+    self.assertIn("--reuse_csv=<reuse_csv>", page)
+    self.assertIn("Runs marked *reused* were not trained for this page", page)
+    self.assertEqual(page.count("| reused |"), 6)
+    self.assertEqual(page.count("| here |"), 3)
+    self.assertIn("| power beats DVAE++ | DVAE# power | DVAE++ power | K=1 | 0, 1, 2 | "
+                  "-0.50 ± 0.06 |", page)
+
+  def test_bad_seeds_and_claims_are_refused(self):
+    cases = [
+        ({**self.GRID, "seeds": [0, 0]}, "distinct"),
+        ({**self.GRID, "seeds": [1], "base": {**self.GRID["base"], "seed": 0}}, "give it once"),
+        ({**self.GRID, "claims": [{"claim": "x", "a": {"k": 5}, "b": {"baseline": "x"}}]},
+         "same hparams"),
+        ({**self.GRID, "claims": [{"claim": "x", "a": {"seed": 1}, "b": {"seed": 0}}]},
+         "not the seed"),
+        ({**self.GRID, "grid": []}, "empty list"),
+        ({**self.GRID, "base": {**self.GRID["base"], "data_dir": "x"}}, "--data_dir"),
+    ]
+    for content, expected in cases:
+      status, _, err = self.run_harness(grid=self.write_grid(content))
+      self.assertEqual(status, 2, err)
+      self.assertIn(expected, err)
+
+
+class GridFilesTest(unittest.TestCase):
+
+  def test_every_grid_of_the_repository_loads(self):
+    for name in os.listdir(os.path.join(REPO, "grids")):
+      reproduce.load_grid(os.path.join(REPO, "grids", name))
+
+  def test_paper_grid_is_the_papers_table(self):
+    grid = reproduce.load_grid(os.path.join(REPO, "grids", "paper.json"))
+    runs = reproduce.cells(grid, "runs")
+    self.assertEqual(len(runs), 2 * 4 * 3 * 8)
+    self.assertEqual({(c.hparams["dataset"], c.hparams["struct"], c.hparams["k"],
+                       c.hparams["baseline"]) for c in runs},
+                     {(d, s, k, b) for d in ("binarized_mnist", "omniglot")
+                      for s in ("1-layer-lin", "1-layer-nonlin", "2-layer-nonlin",
+                                "4-layer-nonlin") for k in (1, 5, 25) for b in paper.BASELINES})
+    for cell in runs:
+      self.assertEqual(cell.hparams["sampler"], "pa")
+      self.assertEqual(cell.hparams["num_train_iter"], 1_000_000)
 
 
 class PaperTableTest(unittest.TestCase):
