@@ -624,7 +624,7 @@ def markdown(grid, all_cells, rows, claim_lines, command, trainer, png_names, re
   if any(row.reused for row in rows):
     lines += [f"Runs marked *reused* were not trained for this page: their numbers are rows of "
               f"`{reused_from}`, an earlier publication of this grid with the same hparams "
-              "(`--reuse_csv`).", ""]
+              "(`--reuse_csv`; without it the command trains them).", ""]
   if claim_lines:
     lines += ["## Claims", "",
               "Δ = test NLL(a) − test NLL(b) of runs that differ only in the claim's hparams, "
@@ -810,8 +810,8 @@ def plot_claims(path, claim_lines):
   axes.set_yticks(y)
   axes.set_yticklabels([f"{line.claim.text} ({_describe(line.context)})" for line in shown],
                        fontsize="small")
-  axes.set_xlabel(f"Δ test NLL (a − b), nats: mean over seeds, {CONFIDENCE:.0%} interval "
-                  "(green: holds, red: reversed, grey: not resolved)")
+  axes.set_xlabel(f"Δ test NLL (a − b), nats: mean over seeds, {CONFIDENCE:.0%} interval\n"
+                  "green: holds, red: reversed, grey: not resolved")
   axes.grid(axis="x", alpha=0.3)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
