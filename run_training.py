@@ -110,9 +110,11 @@ def main(argv):
   _check_writable(run_directory)
 
   try:
-    dataset = data.load_dataset(hparams.dataset, hparams.data_dir, verify=hparams.verify_data)
+    dataset = data.load_dataset(hparams.dataset, hparams.data_dir, verify=hparams.verify_data,
+                                binarization=hparams.binarization)
   except data.DataError as e:
     _fail(e)
+  hparams = config.for_data(hparams, dataset.num_dims)
   for note in notes:
     print(note, flush=True)
   print(f"run directory: {run_directory}", flush=True)
@@ -131,7 +133,8 @@ def main(argv):
         f"val NLL {results['val_nll']:.3f}, results in "
         f"{os.path.join(run_directory, 'results.json')}", flush=True)
   if hparams.export_dir:
-    export.export_model(trainer.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite)
+    export.export_model(trainer.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite,
+                        image_shape=dataset.image_shape)
     print(f"SavedModel written to {hparams.export_dir}", flush=True)
 
 

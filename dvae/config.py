@@ -18,7 +18,12 @@ import typing
 
 from dvae import bqm
 
-DATASETS = ("binarized_mnist", "omniglot")
+# The published data sets; `dataset` may also be a path to a user's `.npz` file (see `dvae.data`).
+DATASETS = ("binarized_mnist", "omniglot", "dynamic_mnist")
+BINARIZATIONS = ("none", "static", "dynamic")
+# The binarization protocol each published data set is evaluated under in the literature.
+DEFAULT_BINARIZATION = {"binarized_mnist": "none", "omniglot": "dynamic",
+                        "dynamic_mnist": "dynamic"}
 BASELINES = ("dvae_spike_exp", "dvaepp_exp", "dvaepp_power", "dvaes_gi", "dvaes_gauss",
              "dvaes_exp", "dvaes_unexp", "dvaes_power")
 SAMPLERS = ("pcd", "pa", "dimod")
@@ -29,7 +34,11 @@ HIDDEN_UNITS = 200
 
 @dataclasses.dataclass(frozen=True)
 class Structure:
-  """Latent layers × units per layer, and deterministic hidden layers per network (SPEC §4)."""
+  """Latent layers × units per layer, and deterministic hidden layers per network (SPEC §4).
+
+  `latent_units` is the paper's default width; the hparams `latent_units` and `hidden_units`
+  override the widths while the structure keeps the depths.
+  """
   num_latent_layers: int
   latent_units: int
   num_hidden: int
@@ -55,13 +64,12 @@ BETAS = {(dataset, struct, baseline): float(beta)
          for dataset, structs, row in _BETA_ROWS for struct in structs
          for baseline, beta in zip(BASELINES, row)}
 
-# Validation and test sizes of the published splits (SPEC §7); evaluation batches divide both,
-# so every image is evaluated exactly once with a static batch shape.
-EVAL_SPLIT_SIZES = {
-    "binarized_mnist": {"valid": 10_000, "test": 10_000},
-    "omniglot": {"valid": 1345, "test": 8070},
-}
-DEFAULT_EVAL_BATCH_SIZE = {"binarized_mnist": 1000, "omniglot": 269}
+# Evaluation batch of SPEC §5 (269 divides OMNIGLOT's 1345 and 8070 images). Any batch size is
+# allowed: a split's last, shorter batch is evaluated too.
+DEFAULT_EVAL_BATCH_SIZE = {"binarized_mnist": 1000, "omniglot": 269, "dynamic_mnist": 1000}
+# Pixels one evaluation batch may hold: the default batch of a data set of D pixels per image
+# is min(1000, EVAL_BATCH_PIXELS // D), the MNIST batch of 1000 for D ≤ 784.
+EVAL_BATCH_PIXELS = 1000 * 784
 
 HPARAMS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
 
@@ -85,14 +93,20 @@ def default_beta(dataset, struct, baseline):
 class HParams:
   """Everything a run depends on. Build it with `load_hparams`, which validates and resolves it.
 
-  `beta`, `eval_batch_size` and `eval_every` are `None` only before resolution: `load_hparams`
-  fills them from the β table, the dataset's default evaluation batch, and the schedule of
-  SPEC §5 (every 20,000 steps, or 10,000 when `num_train_iter` ≤ 100,000).
+  `dataset` is a published data set (`DATASETS`) or a path to a `.npz` file of the user's.
+  `beta`, `eval_every`, `binarization` and `latent_units` are `None` only before resolution:
+  `load_hparams` fills them from the β table, the schedule of SPEC §5 (every 20,000 steps, or
+  10,000 when `num_train_iter` ≤ 100,000), the data set's protocol (`DEFAULT_BINARIZATION`;
+  "none" for a file) and the structure. `eval_batch_size` is resolved too, except for a file,
+  whose D is known only once it is loaded: `for_data` fills it then.
   `verify_data` checks data files against their published hashes (see `dvae.data`).
   With `sampler` "dimod", `dimod_sampler` is the import path of a dimod sampler class (made
   without arguments), `dimod_sampler_args` a JSON object of arguments to its `sample`, and
   `sampler_inverse_temperature` / `estimate_inverse_temperature` those of
   `dvae.samplers.DimodSampler`; they apply to no other sampler.
+  `binarization`: "none" (the data must be 0/1), "static" (grey levels in [0, 1] binarized once
+  with a fixed seed) or "dynamic" (training images binarized afresh in every batch, validation
+  and test once with a fixed seed).
   """
   dataset: str = "binarized_mnist"
   struct: str = "2-layer-nonlin"
@@ -116,6 +130,9 @@ class HParams:
   seed: int = 0
   data_dir: str | None = None
   verify_data: bool = True
+  binarization: str | None = None
+  latent_units: int | None = None
+  hidden_units: int = HIDDEN_UNITS
   log_dir: str = "logs"
   export_dir: str | None = None
   distribute: str = "none"
@@ -131,14 +148,16 @@ class HParams:
     return self.structure.num_latent_layers
 
   @property
-  def latent_units(self):
-    """Units per latent layer; the RBM has `num_latent_layers * latent_units` units."""
-    return self.structure.latent_units
+  def num_hidden(self):
+    """Deterministic hidden layers (of `hidden_units` each) in every encoder and decoder MLP."""
+    return self.structure.num_hidden
 
   @property
-  def num_hidden(self):
-    """Deterministic hidden layers (of `HIDDEN_UNITS` each) in every encoder and decoder MLP."""
-    return self.structure.num_hidden
+  def dataset_name(self):
+    """The data set's name in run directories: a published name, or a `.npz` file's stem."""
+    if is_data_file(self.dataset):
+      return os.path.splitext(os.path.basename(self.dataset))[0]
+    return self.dataset
 
   @property
   def dimod_sampler_kwargs(self):
@@ -151,11 +170,11 @@ class HParams:
 
 
 _FIELD_TYPES = typing.get_type_hints(HParams)
-_CHOICES = {"dataset": DATASETS, "struct": tuple(STRUCTURES), "baseline": BASELINES,
-            "sampler": SAMPLERS, "distribute": DISTRIBUTE}
+_CHOICES = {"struct": tuple(STRUCTURES), "baseline": BASELINES, "sampler": SAMPLERS,
+            "distribute": DISTRIBUTE, "binarization": BINARIZATIONS}
 _AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
                  "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
-                 "checkpoint_every_steps")
+                 "checkpoint_every_steps", "latent_units", "hidden_units")
 _POSITIVE_REALS = ("beta", "base_lr", "checkpoint_every_secs", "sampler_inverse_temperature")
 _DIMOD_ONLY = {"dimod_sampler": None, "dimod_sampler_args": "{}",
                "sampler_inverse_temperature": 1.0, "estimate_inverse_temperature": False}
@@ -197,22 +216,53 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
     values[key], origins[key] = value, origin
 
   hparams = HParams(**values)
+  if hparams.dataset not in DATASETS and not is_data_file(hparams.dataset):
+    raise ConfigError(f"unknown dataset {hparams.dataset!r} ({_where(origins, 'dataset')}); "
+                      f"allowed: {', '.join(DATASETS)}, or a path to a .npz file")
   for key, allowed in _CHOICES.items():
-    if getattr(hparams, key) not in allowed:
+    if getattr(hparams, key) not in allowed and getattr(hparams, key) is not None:
       raise ConfigError(f"unknown {key} {getattr(hparams, key)!r} ({_where(origins, key)}); "
                         f"allowed: {', '.join(allowed)}")
   resolved = {}
   if hparams.beta is None:
-    resolved["beta"] = default_beta(hparams.dataset, hparams.struct, hparams.baseline)
-    notes.append(f"beta={_show(resolved['beta'])} from the β table for {hparams.dataset}, "
+    row = beta_table_dataset(hparams.dataset)
+    resolved["beta"] = default_beta(row, hparams.struct, hparams.baseline)
+    notes.append(f"beta={_show(resolved['beta'])} from the β table for {row}, "
                  f"{hparams.struct}, {hparams.baseline}")
-  if hparams.eval_batch_size is None:
+  if hparams.binarization is None:
+    resolved["binarization"] = DEFAULT_BINARIZATION.get(hparams.dataset, "none")
+  if hparams.latent_units is None:
+    resolved["latent_units"] = hparams.structure.latent_units
+  if hparams.eval_batch_size is None and hparams.dataset in DATASETS:
     resolved["eval_batch_size"] = DEFAULT_EVAL_BATCH_SIZE[hparams.dataset]
   if hparams.eval_every is None:
     resolved["eval_every"] = 10_000 if hparams.num_train_iter <= 100_000 else 20_000
   hparams = dataclasses.replace(hparams, **resolved)
   _check_ranges(hparams, origins)
   return hparams, notes
+
+
+def for_data(hparams, num_dims):
+  """`hparams` with the evaluation batch resolved for data of `num_dims` pixels per image.
+
+  A user's file gets min(1000, EVAL_BATCH_PIXELS // D) images per batch (at least 1), so that
+  one batch of the importance-sampled evaluation fits memory whatever D.
+  """
+  if hparams.eval_batch_size is not None:
+    return hparams
+  return dataclasses.replace(
+      hparams, eval_batch_size=max(1, min(1000, EVAL_BATCH_PIXELS // num_dims)))
+
+
+def is_data_file(dataset):
+  """Whether `dataset` names a user's `.npz` file rather than a published data set."""
+  return dataset.endswith(".npz")
+
+
+def beta_table_dataset(dataset):
+  """The data set whose row of the β table (SPEC §6) gives the default β for `dataset`: its own
+  for the paper's two, MNIST's for dynamic_mnist and for a user's file."""
+  return dataset if dataset in ("binarized_mnist", "omniglot") else "binarized_mnist"
 
 
 def _find_hparams_file(source, hparams_dir):
@@ -292,7 +342,7 @@ def _check_ranges(hparams, origins):
                       f"must be {requirement}")
 
   for key in _AT_LEAST_ONE:
-    if getattr(hparams, key) < 1:
+    if getattr(hparams, key) is not None and getattr(hparams, key) < 1:
       refuse(key, "an integer ≥ 1")
   for key in _POSITIVE_REALS:
     value = getattr(hparams, key)
@@ -302,13 +352,9 @@ def _check_ranges(hparams, origins):
     refuse("seed", f"an integer in [0, {_MAX_SEED}]")
   if not hparams.log_dir:
     refuse("log_dir", "a non-empty path")
-  sizes = EVAL_SPLIT_SIZES[hparams.dataset]
-  if any(size % hparams.eval_batch_size for size in sizes.values()):
-    divisors = [d for d in range(1, min(sizes.values()) + 1)
-                if all(size % d == 0 for size in sizes.values())]
-    refuse("eval_batch_size",
-           f"a divisor of the {hparams.dataset} validation ({sizes['valid']}) and test "
-           f"({sizes['test']}) sizes: one of {', '.join(map(str, divisors))}")
+  if hparams.num_latent_layers * hparams.latent_units < 2:
+    refuse("latent_units", f"at least 2 in all for the two halves of the RBM "
+           f"({hparams.struct} has {hparams.num_latent_layers} latent layer)")
   _check_dimod_sampler(hparams, origins)
 
 

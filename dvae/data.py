@@ -1,7 +1,7 @@
-"""The datasets of SPEC §7 and their tf.data pipelines.
+"""The data sets of SPEC §7, a user's own `.npz` file, and their tf.data pipelines.
 
-`load_dataset(name, data_dir)` returns a `Dataset` of float32 [N, 784] arrays, each row a 28×28
-image in row-major order:
+`load_dataset(name, data_dir, binarization=...)` returns a `Dataset` of float32 [N, D] arrays,
+one image per row (row-major when it is an H×W image):
 
 * binarized_mnist — the fixed binarization of Murray & Salakhutdinov (50,000 / 10,000 / 10,000
   images in {0, 1}). From `data_dir` it reads `binarized_mnist.npz` if present (keys `train`,
@@ -9,19 +9,37 @@ image in row-major order:
   `binarized_mnist_{train,valid,test}.amat`, which it then caches as that npz. With no
   `data_dir` (and no DVAE_DATA_DIR) it loads the copy embedded in the package, so nothing needs
   the network.
-* omniglot — Burda et al.'s `chardata.mat`. Training images stay grey levels and are binarized
-  afresh in every batch (`Dataset.dynamic_binarization`); the last 1,345 training images are the
-  validation set; validation and test are binarized once: validation first, then test, each
-  pixel 1 where a uniform draw of `numpy.random.default_rng(1)` falls below its grey level.
+* omniglot — Burda et al.'s `chardata.mat`, grey levels; the last 1,345 training images are the
+  validation set.
+* dynamic_mnist — the grayscale MNIST of LeCun et al. (`train-images-idx3-ubyte.gz`,
+  `t10k-images-idx3-ubyte.gz`), grey level = byte / 255: the first 50,000 of the 60,000 training
+  images train, the last 10,000 validate, the 10,000 test images test.
+* a path ending in `.npz` — the user's file: keys `train`, `test` and optionally `valid`, each
+  [N, D] or [N, H, W] of 0/1 (bool, integer or float) or, with a binarization, grey levels in
+  [0, 1]. Without `valid`, the last ⌊N/10⌋ training rows (at least 1) are the validation set,
+  the same on every run. Other keys are ignored. An [N, H, W] file keeps (H, W) as
+  `Dataset.image_shape`; it is read with `allow_pickle=False`, so object arrays are refused.
 
-Where files are looked for: `data_dir` is the folder of one dataset's files. Without it,
-`$DVAE_DATA_DIR/<name>/` when DVAE_DATA_DIR is set (one root serves both datasets), else the
-embedded MNIST (omniglot has no default). A missing published file is downloaded into that
-folder from its public source (`URLS`); DVAE_OFFLINE=1 turns downloading off.
+Binarization ("none", "static", "dynamic"; the default is the data set's protocol, "dynamic" for
+omniglot and dynamic_mnist, "none" otherwise). "none" requires 0/1 values. Otherwise validation
+and test are binarized once, validation first, then test, each pixel 1 where a uniform draw of
+`numpy.random.default_rng(1)` falls below its grey level; "static" then binarizes the training
+images from the same generator, while "dynamic" keeps them grey and binarizes them afresh in
+every batch (`Dataset.dynamic_binarization`). The fixed seed makes every run see the same
+validation and test images.
+
+Where published files are looked for: `data_dir` is the folder of one data set's files. Without
+it, `<root>/<name>/` with root `$DVAE_DATA_DIR` when that is set, else `~/.dvae/datasets` (the
+Keras convention of a folder under the user's home) — except binarized_mnist, which without
+either loads the embedded copy. A missing published file is downloaded into that folder from its
+public source (`URLS`), verified, and reused from there by later runs; DVAE_OFFLINE=1 turns
+downloading off.
 
 Checksum policy. `CHECKSUMS` records the published hashes: sha256 of each .amat file, the git blob
-SHA-1 of chardata.mat (the only hash published for it), and the sha256 of each decoded binarized
-MNIST split, so that an npz (the cache, the embedded copy, or one placed by hand) is checked too.
+SHA-1 of chardata.mat (the only hash published for it), the sha256 of each decoded binarized
+MNIST split, so that an npz (the cache, the embedded copy, or one placed by hand) is checked too,
+and the sha256 of the decompressed MNIST IDX files ("gunzip-sha256"), which do not depend on how
+the .gz was compressed (mirrors recompress).
 * A download is always verified; one that does not match is discarded and is an error.
 * A file found on disk is verified when `verify=True` (the default; hparam `verify_data`). A
   mismatch is a `DataError` naming the file, both digests, and the two ways out: the published
@@ -29,10 +47,12 @@ MNIST split, so that an npz (the cache, the embedded copy, or one placed by hand
 * `verify=False` loads such a file with a logged warning that its results are not comparable
   with the paper's — for deliberately different data such as the OMNIGLOT proxy of
   `chardata.mat`. The content checks (shape, binary values, grey levels in [0, 1]) always apply.
+  A user's `.npz` has no published hash; only the content checks apply.
 """
 
 import collections.abc
 import dataclasses
+import gzip
 import hashlib
 import io
 import logging
@@ -57,6 +77,12 @@ EMBEDDED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"
 CACHE_NAME = "binarized_mnist.npz"
 AMAT_NAMES = tuple(f"binarized_mnist_{split}.amat" for split in SPLITS)
 CHARDATA_NAME = "chardata.mat"
+MNIST_TRAIN_NAME, MNIST_TEST_NAME = "train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"
+IMAGE_SHAPE = (28, 28)
+OMNIGLOT_NUM_VALID = 1345
+DYNAMIC_MNIST_NUM_VALID = 10_000
+# The seed of the one-time binarization of validation and test (and of training, "static").
+BINARIZATION_SEED = 1
 
 _AMAT_URL = ("http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
              "binarized_mnist_{}.amat")
@@ -64,6 +90,9 @@ URLS = types.MappingProxyType({
     **{name: _AMAT_URL.format(split) for name, split in zip(AMAT_NAMES, SPLITS)},
     CHARDATA_NAME: "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/"
                    "chardata.mat",
+    # The Google Cloud mirror of yann.lecun.com/exdb/mnist that TensorFlow's tutorials use.
+    **{name: f"https://storage.googleapis.com/cvdf-datasets/mnist/{name}"
+       for name in (MNIST_TRAIN_NAME, MNIST_TEST_NAME)},
 })
 
 # "<algorithm>:<hex digest>". Keys are published file names, and "binarized_mnist/<split>" for
@@ -82,6 +111,10 @@ CHECKSUMS = types.MappingProxyType({
     "binarized_mnist/test":
         "sha256:ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86",
     CHARDATA_NAME: "git-blob-sha1:016a3536ffe5e1d38e42563a18d7a78bfaf643ec",
+    MNIST_TRAIN_NAME:
+        "gunzip-sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    MNIST_TEST_NAME:
+        "gunzip-sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
 })
 
 DOWNLOAD_TIMEOUT_SECS = 60
@@ -95,40 +128,96 @@ class DataError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """One dataset's splits as float32 [N, 784] arrays of row-major 28×28 images.
+  """One data set's splits as float32 [N, D] arrays, one image per row.
 
-  `train` holds grey levels in [0, 1] when `dynamic_binarization` is set (omniglot), else 0/1;
-  `valid` and `test` are always 0/1. `train_mean` [784] is the per-pixel mean of `train`, the
-  x̄ of the encoder's centring and the decoder's bias (SPEC §4).
+  `train` holds grey levels in [0, 1] when `dynamic_binarization` is set, else 0/1; `valid` and
+  `test` are always 0/1. `train_mean` [D] is the per-pixel mean of `train`, the x̄ of the
+  encoder's centring and the decoder's bias (SPEC §4). `image_shape` is (H, W) when each row is
+  a row-major H×W image, None for flat data (which then has no image summaries).
   """
   train: np.ndarray
   valid: np.ndarray
   test: np.ndarray
   train_mean: np.ndarray
   dynamic_binarization: bool
+  image_shape: tuple | None = None
+
+  @property
+  def num_dims(self):
+    """D, the pixels per image."""
+    return self.train.shape[1]
 
 
-def load_dataset(name, data_dir=None, verify=True, checksums=CHECKSUMS, urls=URLS):
-  """Loads, checks and splits one dataset (see the module docstring for sources and checks).
+def default_data_root():
+  """Where published files go without `data_dir`: $DVAE_DATA_DIR, else ~/.dvae/datasets."""
+  return os.environ.get("DVAE_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".dvae",
+                                                         "datasets")
+
+
+def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=CHECKSUMS,
+                 urls=URLS):
+  """Loads, checks, splits and binarizes one data set (see the module docstring).
 
   Args:
-    name: one of `config.DATASETS`.
-    data_dir: folder holding that dataset's files, or None for the default location.
+    name: one of `config.DATASETS`, or a path to a `.npz` file.
+    data_dir: folder holding a published data set's files, or None for the default location.
     verify: whether files on disk must match `checksums` (downloads always must).
+    binarization: "none", "static" or "dynamic"; None for the data set's own protocol.
     checksums: the published hashes; tests inject their own.
-    urls: where missing files are downloaded from.
+    urls: where missing files are downloaded from; tests point them at a local server.
 
   Raises:
     DataError: files missing (and not downloadable), not matching their hash, or malformed.
   """
-  loaders = {"binarized_mnist": _load_binarized_mnist, "omniglot": _load_omniglot}
-  if name not in loaders:
-    raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(config.DATASETS)}")
-  if not data_dir and os.environ.get("DVAE_DATA_DIR"):
-    data_dir = os.path.join(os.environ["DVAE_DATA_DIR"], name)
-  # Absolute, so that messages say exactly where the files go.
-  folder = os.path.abspath(data_dir) if data_dir else None
-  return loaders[name](folder, _Files(verify, checksums, urls))
+  loaders = {"binarized_mnist": _load_binarized_mnist, "omniglot": _load_omniglot,
+             "dynamic_mnist": _load_dynamic_mnist}
+  if binarization is None:
+    binarization = config.DEFAULT_BINARIZATION.get(name, "none")
+  if binarization not in config.BINARIZATIONS:
+    raise ValueError(f"unknown binarization {binarization!r}; allowed: "
+                     f"{', '.join(config.BINARIZATIONS)}")
+  if config.is_data_file(name):
+    splits = _load_npz(os.path.abspath(name))
+  elif name in loaders:
+    if not data_dir and (name != "binarized_mnist" or os.environ.get("DVAE_DATA_DIR")):
+      data_dir = os.path.join(default_data_root(), name)
+    # Absolute, so that messages say exactly where the files go.
+    folder = os.path.abspath(data_dir) if data_dir else None
+    splits = loaders[name](folder, _Files(verify, checksums, urls))
+  else:
+    raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(config.DATASETS)}, "
+                     "or a path to a .npz file")
+  return _binarized(splits, binarization)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Splits:
+  """A loader's checked [N, D] splits (0/1 or grey levels in [0, 1]) before binarization."""
+  train: np.ndarray
+  valid: np.ndarray
+  test: np.ndarray
+  image_shape: tuple | None
+  described: str
+
+
+def _binarized(splits, binarization):
+  """The `Dataset` of `splits` under a binarization protocol (module docstring)."""
+  if binarization == "none":
+    for split in SPLITS:
+      _check_values(getattr(splits, split), f"the {split} split of {splits.described}",
+                    binary=True)
+    train, valid, test = (getattr(splits, split).astype(np.float32) for split in SPLITS)
+  else:
+    rng = np.random.default_rng(BINARIZATION_SEED)
+    valid, test = ((rng.random(x.shape) < x).astype(np.float32)
+                   for x in (splits.valid, splits.test))
+    train = splits.train
+    if binarization == "static":
+      train = rng.random(train.shape) < train
+    train = train.astype(np.float32)
+  return Dataset(train=train, valid=valid, test=test, train_mean=train.mean(axis=0),
+                 dynamic_binarization=binarization == "dynamic",
+                 image_shape=splits.image_shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +303,13 @@ def _digest(algorithm, content):
   if algorithm == "git-blob-sha1":
     # What `git hash-object` prints: the SHA-1 of a header naming the size, then the bytes.
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-  raise ValueError(f"unknown checksum algorithm {algorithm!r}; allowed: sha256, git-blob-sha1")
+  if algorithm == "gunzip-sha256":
+    try:
+      return hashlib.sha256(gzip.decompress(content)).hexdigest()
+    except (OSError, EOFError, zlib.error):
+      return "(not a readable gzip file)"
+  raise ValueError(f"unknown checksum algorithm {algorithm!r}; allowed: sha256, git-blob-sha1, "
+                   "gunzip-sha256")
 
 
 def _write_atomically(path, write):
@@ -253,9 +348,7 @@ def _load_binarized_mnist(folder, files):
     splits = {split: _parse_amat(contents[name], os.path.join(folder, name))
               for split, name in zip(SPLITS, AMAT_NAMES)}
     _write_cache(cache, splits)
-  train, valid, test = (splits[split].astype(np.float32) for split in SPLITS)
-  return Dataset(train=train, valid=valid, test=test, train_mean=train.mean(axis=0),
-                 dynamic_binarization=False)
+  return _Splits(**splits, image_shape=IMAGE_SHAPE, described=cache)
 
 
 def _read_packed(path):
@@ -317,10 +410,6 @@ def _write_cache(path, splits):
 
 
 def _load_omniglot(folder, files):
-  if folder is None:
-    raise DataError(f"omniglot has no default location: pass --data_dir=FOLDER holding "
-                    f"{CHARDATA_NAME}, or set DVAE_DATA_DIR to a folder with omniglot/"
-                    f"{CHARDATA_NAME} (published at {files.urls[CHARDATA_NAME]})")
   path = os.path.join(folder, CHARDATA_NAME)
   content = files.read(folder, [CHARDATA_NAME])[CHARDATA_NAME]
   try:
@@ -330,16 +419,12 @@ def _load_omniglot(folder, files):
     raise DataError(f"{path} is not a readable MATLAB file, truncated or corrupt "
                     f"({_one_line(e)}); replace it with the published file") from None
   train_and_valid, test = (_images_from_columns(mat, key, path) for key in ("data", "testdata"))
-  num_valid = config.EVAL_SPLIT_SIZES["omniglot"]["valid"]
+  num_valid = OMNIGLOT_NUM_VALID
   if len(train_and_valid) <= num_valid:
     raise DataError(f"{path}: 'data' has {len(train_and_valid)} images; it needs more than "
                     f"{num_valid}, the last {num_valid} of which are the validation set")
-  rng = np.random.default_rng(1)
-  train, valid = train_and_valid[:-num_valid], train_and_valid[-num_valid:]
-  valid, test = ((rng.random(x.shape) < x).astype(np.float32) for x in (valid, test))
-  train = train.astype(np.float32)
-  return Dataset(train=train, valid=valid, test=test, train_mean=train.mean(axis=0),
-                 dynamic_binarization=True)
+  return _Splits(train=train_and_valid[:-num_valid], valid=train_and_valid[-num_valid:],
+                 test=test, image_shape=IMAGE_SHAPE, described=path)
 
 
 def _images_from_columns(mat, key, path):
@@ -361,16 +446,135 @@ def _check_images(x, described, binary):
   if x.ndim != 2 or x.shape[1] != NUM_PIXELS or x.shape[0] == 0:
     raise DataError(f"{described} holds an array of shape {list(x.shape)}, not [N, {NUM_PIXELS}] "
                     "with N ≥ 1 (one 28×28 image per row)")
+  _check_values(x, described, binary)
+
+
+def _check_values(x, described, binary):
+  """Refuses values outside [0, 1] (NaN and ±inf included), and non-binary ones if `binary`."""
+  if x.dtype == bool:
+    return
+  bad = ~((x >= 0) & (x <= 1))
+  if bad.any():
+    raise DataError(f"{described} has values outside [0, 1] such as {x[bad][0].item()}; "
+                    "expected 0/1 pixels, or grey levels in [0, 1] with a binarization")
   if binary:
     bad = (x != 0) & (x != 1)
     if bad.any():
       raise DataError(f"{described} has non-binary values such as {x[bad][0].item()}; "
-                      "expected only 0 and 1")
-  else:
-    bad = ~((x >= 0) & (x <= 1))
-    if bad.any():
-      raise DataError(f"{described} has values outside [0, 1] such as {x[bad][0].item()}; "
-                      "expected grey levels in [0, 1]")
+                      "expected only 0 and 1, or pass --binarization=static or dynamic to "
+                      "binarize grey levels")
+
+
+# Grayscale MNIST
+
+
+def _load_dynamic_mnist(folder, files):
+  contents = files.read(folder, [MNIST_TRAIN_NAME, MNIST_TEST_NAME])
+  train_and_valid, test = (
+      _parse_idx_images(contents[name], os.path.join(folder, name))
+      for name in (MNIST_TRAIN_NAME, MNIST_TEST_NAME))
+  num_valid = DYNAMIC_MNIST_NUM_VALID
+  if len(train_and_valid) <= num_valid:
+    raise DataError(f"{os.path.join(folder, MNIST_TRAIN_NAME)} has {len(train_and_valid)} "
+                    f"images; it needs more than {num_valid}, the last {num_valid} of which "
+                    "are the validation set")
+  return _Splits(train=train_and_valid[:-num_valid], valid=train_and_valid[-num_valid:],
+                 test=test, image_shape=IMAGE_SHAPE, described=folder)
+
+
+def _parse_idx_images(content, path):
+  """Grey levels float32 [N, 784] in [0, 1] (byte / 255) from a gzipped IDX file of 28×28 uint8
+  images: big-endian int32 magic 2051, N, 28, 28, then the pixels row-major."""
+  try:
+    raw = gzip.decompress(content)
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f"{path} is not a readable gzip file, truncated or corrupt "
+                    f"({_one_line(e)}); replace it with the published file") from None
+  header = np.frombuffer(raw[:16], ">i4") if len(raw) >= 16 else np.zeros(0)
+  if (len(header) != 4 or header[0] != 2051 or tuple(header[2:]) != IMAGE_SHAPE
+      or len(raw) != 16 + int(header[1]) * NUM_PIXELS):
+    raise DataError(f"{path} is not an IDX file of 28×28 images (magic 2051, then N, 28, 28 and "
+                    "N·784 bytes); replace it with the published file")
+  return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, NUM_PIXELS) / np.float32(255)
+
+
+# A user's .npz file
+
+
+_NPZ_FORMAT = ("a .npz must hold arrays train, test and optionally valid, each [N, D] or "
+               "[N, H, W] of 0/1 or grey levels in [0, 1] (np.savez)")
+
+
+def _load_npz(path):
+  try:
+    with open(path, "rb") as f:
+      magic = f.read(6)
+  except FileNotFoundError:
+    raise DataError(f"dataset file {path} does not exist; give the path of an existing .npz "
+                    "file or one of the published data sets") from None
+  except OSError as e:
+    raise DataError(f"cannot read {path}: {e.strerror}; {_NPZ_FORMAT}") from None
+  # np.load takes whatever is neither a zip archive nor a .npy array for a pickle.
+  if magic.startswith(b"\x93NUMPY"):
+    raise DataError(f"{path} holds a single array (np.save), not named arrays; {_NPZ_FORMAT}")
+  if magic[:1] == b"\x80":
+    raise DataError(_unreadable_npz(path, "pickle"))
+  if not magic.startswith(b"PK"):
+    raise DataError(f"{path} is not a readable .npz (not a zip archive); {_NPZ_FORMAT}")
+  try:
+    npz = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise DataError(f"{path} is not a readable .npz, truncated or corrupt ({_one_line(e)}); "
+                    f"{_NPZ_FORMAT}") from None
+  with npz:
+    missing = [key for key in ("train", "test") if key not in npz.files]
+    if missing:
+      raise DataError(f"{path} lacks {' and '.join(missing)} (it has "
+                      f"{', '.join(npz.files) or 'no arrays'}); {_NPZ_FORMAT}")
+    arrays = {}
+    for key in SPLITS:
+      if key in npz.files:
+        try:
+          arrays[key] = npz[key]
+        except ValueError as e:
+          raise DataError(_unreadable_npz(f"{path} (array {key!r})", e)) from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+          raise DataError(f"{path}: array {key!r} is unreadable, truncated or corrupt "
+                          f"({_one_line(e)}); {_NPZ_FORMAT}") from None
+  shape = None
+  for key, x in arrays.items():
+    described = f"{path}: {key}"
+    if not (x.dtype == bool or np.issubdtype(x.dtype, np.integer)
+            or np.issubdtype(x.dtype, np.floating)):
+      raise DataError(f"{described} has dtype {x.dtype}; {_NPZ_FORMAT}")
+    if x.ndim not in (2, 3) or 0 in x.shape[1:]:
+      raise DataError(f"{described} has shape {list(x.shape)}; {_NPZ_FORMAT}")
+    if x.shape[0] == 0:
+      raise DataError(f"{described} is empty (shape {list(x.shape)}); every split needs at "
+                      "least one row")
+    if shape is None:
+      shape = x.shape[1:]
+    elif x.shape[1:] != shape:
+      raise DataError(f"{described} has rows of shape {list(x.shape[1:])}, but train has "
+                      f"{list(shape)}; every split must have the same D (or H, W)")
+    _check_values(x, described, binary=False)
+  flat = {key: x.reshape(len(x), -1) for key, x in arrays.items()}
+  if "valid" not in flat:
+    train = flat["train"]
+    if len(train) < 2:
+      raise DataError(f"{path}: train has {len(train)} row and there is no valid; give valid, "
+                      "or at least 2 training rows (the last tenth validates)")
+    num_valid = max(1, len(train) // 10)
+    flat["train"], flat["valid"] = train[:-num_valid], train[-num_valid:]
+  return _Splits(**flat, image_shape=tuple(shape) if len(shape) == 2 else None,
+                 described=path)
+
+
+def _unreadable_npz(described, error):
+  if "pickle" in str(error):
+    return (f"{described} holds pickled Python objects (an object or ragged array), which are "
+            f"never loaded; save plain numeric arrays: {_NPZ_FORMAT}")
+  return f"{described} is not a readable .npz ({_one_line(error)}); {_NPZ_FORMAT}"
 
 
 # tf.data

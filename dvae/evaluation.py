@@ -24,7 +24,7 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=MAX_ROWS):
 
   Args:
     model: a `dvae.model.DVAE` (its `rbm.log_z` holds the log Z estimate to use).
-    images: [N, 784] binary float array.
+    images: [N, D] binary float array.
     num_samples: k, importance samples per image.
     batch_size: images per batch.
     seed: integer; the same seed gives the same estimate.

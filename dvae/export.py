@@ -1,12 +1,13 @@
 """SavedModel export of a trained DVAE with serving endpoints.
 
-Endpoints (all float32 images in [0, 1]^784, flattened 28×28 row-major):
+Endpoints (all float32 images in [0, 1]^D, flattened row-major; D = 784 for 28×28 MNIST):
 
     encode(x, seed)          → {"logits_i": [N, units]} the posterior logits of each latent layer,
                                with the layers below i fed binary z ~ q(z|x) drawn at `seed`
-    decode(z)                → [N, 784] pixel probabilities σ(f(z)) for binary latents z
-    sample(num_images, seed) → [num_images, 784] pixel probabilities of z ~ p(z) (fresh Gibbs chains)
+    decode(z)                → [N, D] pixel probabilities σ(f(z)) for binary latents z
+    sample(num_images, seed) → [num_images, D] pixel probabilities of z ~ p(z) (fresh Gibbs chains)
     log_likelihood(x, k, seed) → [N] the IW estimate of log p(x) with k samples per image
+    image_shape()            → int32 [2], (H, W) of the images; only for image data
 
 Load with `tf.saved_model.load(path)` and call e.g. `loaded.decode(z)`.
 """
@@ -17,7 +18,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from dvae.model import NUM_PIXELS, iw_log_mean_exp
+from dvae.model import iw_log_mean_exp
 
 # Gibbs sweeps that take fresh chains from uniform noise to (approximate) prior samples.
 SAMPLE_SWEEPS = 1000
@@ -27,13 +28,17 @@ class ExportDirExistsError(FileExistsError):
   """The export directory exists and overwriting was not asked for."""
 
 
-def export_model(model, export_dir, overwrite=False):
-  """Writes `model` as a SavedModel at `export_dir`, atomically (temporary name, then rename)."""
+def export_model(model, export_dir, overwrite=False, image_shape=None):
+  """Writes `model` as a SavedModel at `export_dir`, atomically (temporary name, then rename).
+
+  `image_shape` (H, W) of the training data (`Dataset.image_shape`), if it has one, is kept as
+  the `image_shape` endpoint, so that a user can reshape the [N, D] outputs into images.
+  """
   if os.path.exists(export_dir) and not overwrite:
     raise ExportDirExistsError(
         f"export directory {export_dir} exists; pass --overwrite to replace it")
   num_latents = model.rbm.num_units
-  images = tf.TensorSpec([None, NUM_PIXELS], tf.float32, name="x")
+  images = tf.TensorSpec([None, model.num_dims], tf.float32, name="x")
   seed = tf.TensorSpec([2], tf.int32, name="seed")
 
   def encode(x, seed):
@@ -58,6 +63,9 @@ def export_model(model, export_dir, overwrite=False):
       tf.TensorSpec([], tf.int32, name="num_images"), seed])
   archive.add_endpoint("log_likelihood", log_likelihood, input_signature=[
       images, tf.TensorSpec([], tf.int32, name="k"), seed])
+  if image_shape is not None:
+    archive.add_endpoint("image_shape", lambda: tf.constant(image_shape, tf.int32),
+                         input_signature=[])
   temporary = f"{export_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
   shutil.rmtree(temporary, ignore_errors=True)
   archive.write_out(temporary, verbose=False)

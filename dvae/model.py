@@ -32,8 +32,6 @@ import tensorflow as tf
 from dvae import networks, priors, relaxations, samplers
 from dvae.rbm import RBM
 
-NUM_PIXELS = 784
-
 
 def kl_coefficient(step, num_train_iter):
   """The KL warm-up c(t) = min(t / (0.3 T), 1)."""
@@ -48,11 +46,11 @@ def iw_log_mean_exp(log_w):
 
 
 class DVAE(keras.Model):
-  """A DVAE / DVAE++ / DVAE# model for 28×28 binary images.
+  """A DVAE / DVAE++ / DVAE# model for binary vectors of D pixels (784 for 28×28 MNIST).
 
   Args:
-    hparams: a `dvae.config.HParams` (structure, baseline, β, K, sampler, schedule, seed).
-    train_mean: [784] per-pixel mean of the training split (x̄).
+    hparams: a `dvae.config.HParams` (structure, widths, baseline, β, K, sampler, schedule, seed).
+    train_mean: [D] per-pixel mean of the training split (x̄); it fixes D.
 
   Example:
 
@@ -75,10 +73,11 @@ class DVAE(keras.Model):
              for i in range(hparams.num_latent_layers + 1)]
     self.encoder_nets = [
         networks.mlp(hparams.num_hidden, units * (2 if self._shifted else 1),
-                     name=f"encoder_{i}", seed=seeds[i])
+                     name=f"encoder_{i}", seed=seeds[i], hidden_units=hparams.hidden_units)
         for i in range(hparams.num_latent_layers)]
-    self.decoder_net = networks.mlp(hparams.num_hidden, NUM_PIXELS, name="decoder",
-                                    seed=seeds[-1])
+    self.num_dims = int(np.shape(train_mean)[-1])
+    self.decoder_net = networks.mlp(hparams.num_hidden, self.num_dims, name="decoder",
+                                    seed=seeds[-1], hidden_units=hparams.hidden_units)
     num_latents = hparams.num_latent_layers * units
     self.rbm = RBM(num_latents // 2, num_latents - num_latents // 2,
                    num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,
@@ -86,7 +85,7 @@ class DVAE(keras.Model):
     self.prior = priors.make_prior(hparams.baseline, self.rbm, hparams.beta,
                                    num_latent_layers=hparams.num_latent_layers)
     self.train_mean = self.add_weight(
-        shape=[NUM_PIXELS], trainable=False, name="train_mean",
+        shape=[self.num_dims], trainable=False, name="train_mean",
         initializer=keras.initializers.Constant(np.asarray(train_mean, np.float32)))
     # The Gaussian-integral posterior learns σ = |0.2 s| + 0.05 per unit, s initialised to 1.
     self.gi_scales = [
@@ -98,7 +97,7 @@ class DVAE(keras.Model):
     self._build_networks()
 
   def _build_networks(self):
-    width = NUM_PIXELS
+    width = self.num_dims
     for net in self.encoder_nets:
       net.build((None, width))
       width += self.hparams.latent_units
@@ -125,7 +124,7 @@ class DVAE(keras.Model):
     """Ancestral sampling through the hierarchical posterior.
 
     Args:
-      x: [batch, 784] binary images.
+      x: [batch, D] binary images.
       seed: stateless seed, int32 [2].
       training: batch-norm mode.
       discrete: sample binary z ~ q(z|x) (evaluation) instead of relaxed ζ ~ q(ζ|x).

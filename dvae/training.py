@@ -36,7 +36,7 @@ class NonFiniteError(RuntimeError):
 
 def run_directory(hparams):
   """Where the run of `hparams` keeps its checkpoints, summaries and results."""
-  return os.path.join(hparams.log_dir, hparams.dataset, hparams.struct, hparams.baseline,
+  return os.path.join(hparams.log_dir, hparams.dataset_name, hparams.struct, hparams.baseline,
                       str(hparams.k))
 
 
@@ -71,12 +71,14 @@ def write_json_atomically(path, content):
   os.replace(temporary, path)
 
 
-def image_tiles(images, rows, columns):
-  """[≤ rows·columns, 784] images → one [1, 28·rows, 28·columns, 1] tiled image (blank-padded)."""
+def image_tiles(images, rows, columns, image_shape):
+  """[≤ rows·columns, H·W] images → one [1, H·rows, W·columns, 1] tiled image (blank-padded)."""
+  height, width = image_shape
   images = images[:rows * columns]
   images = tf.pad(images, [[0, rows * columns - tf.shape(images)[0]], [0, 0]])
-  images = tf.reshape(images, [rows, columns, 28, 28])
-  tiled = tf.reshape(tf.transpose(images, [0, 2, 1, 3]), [1, 28 * rows, 28 * columns, 1])
+  images = tf.reshape(images, [rows, columns, height, width])
+  tiled = tf.reshape(tf.transpose(images, [0, 2, 1, 3]),
+                     [1, height * rows, width * columns, 1])
   return tiled
 
 
@@ -177,10 +179,13 @@ class Trainer:
     with self.writer.as_default(step=self.step):
       for name, value in results.items():
         tf.summary.scalar(f"{tag}/{name}", value)
-      inputs = tf.constant(self.dataset.valid[:50])
-      pairs = tf.reshape(tf.stack([inputs, self.model(inputs)], axis=1), [-1, 784])
-      tf.summary.image(f"{tag}/inputs_and_reconstructions", image_tiles(pairs, 10, 10))
-      tf.summary.image(f"{tag}/samples", image_tiles(self.model.generate(100), 10, 10))
+      shape = self.dataset.image_shape
+      if shape is not None:  # Flat data has no picture to show.
+        inputs = tf.constant(self.dataset.valid[:50])
+        pairs = tf.reshape(tf.stack([inputs, self.model(inputs)], axis=1),
+                           [-1, self.dataset.num_dims])
+        tf.summary.image(f"{tag}/inputs_and_reconstructions", image_tiles(pairs, 10, 10, shape))
+        tf.summary.image(f"{tag}/samples", image_tiles(self.model.generate(100), 10, 10, shape))
     self.log(f"step {self.step}: log Z {log_z:.3f} ± {log_z_stderr:.3f}, "
              f"val NLL {results['val_nll']:.2f}, test NLL {results['test_nll']:.2f}")
     return results

@@ -58,7 +58,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       ("unknown_sampler", '{"sampler": "gibbs"}', "gibbs"),
       ("k_below_one", '{"k": 0}', "k"),
       ("non_positive_beta", '{"beta": -1.0}', "beta"),
-      ("eval_batch_not_dividing", '{"eval_batch_size": 333}', "eval_batch_size"),
+      ("eval_batch_zero", '{"eval_batch_size": 0}', "eval_batch_size"),
   )
   def test_bad_hparams_file_is_refused(self, content, expected):
     self.assertRefused([f"--hparams={self.write('h.json', content)}"], expected)

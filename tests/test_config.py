@@ -54,8 +54,7 @@ class TablesTest(ConfigTestCase):
         for baseline, beta in zip(SPEC_BASELINE_ORDER, betas):
           self.assertEqual(config.default_beta(dataset, struct, baseline), float(beta))
           checked += 1
-    self.assertEqual(checked, len(config.DATASETS) * len(config.STRUCTURES) *
-                     len(config.BASELINES))
+    self.assertEqual(checked, 2 * len(config.STRUCTURES) * len(config.BASELINES))
 
   def test_default_beta_names_the_allowed_values_for_an_unknown_combination(self):
     with self.assertRaisesRegex(ValueError, "dvaes_power"):
@@ -70,15 +69,13 @@ class TablesTest(ConfigTestCase):
                        (layers, units, hidden))
       # The RBM splits the concatenated latents into two equal halves.
       self.assertEqual(layers * units % 2, 0)
+      self.assertEqual(hparams.hidden_units, 200)
     self.assertEqual(config.HIDDEN_UNITS, 200)
 
-  def test_default_eval_batches_divide_both_evaluation_splits(self):
-    self.assertEqual(config.EVAL_SPLIT_SIZES["binarized_mnist"], {"valid": 10000, "test": 10000})
-    self.assertEqual(config.EVAL_SPLIT_SIZES["omniglot"], {"valid": 1345, "test": 8070})
-    for dataset, batch in (("binarized_mnist", 1000), ("omniglot", 269)):
-      self.assertEqual(config.DEFAULT_EVAL_BATCH_SIZE[dataset], batch)
-      for size in config.EVAL_SPLIT_SIZES[dataset].values():
-        self.assertEqual(size % batch, 0)
+  def test_default_eval_batches_are_those_of_spec(self):
+    for dataset, batch in (("binarized_mnist", 1000), ("omniglot", 269),
+                           ("dynamic_mnist", 1000)):
+      self.assertEqual(config.load_hparams(None, {"dataset": dataset})[0].eval_batch_size, batch)
 
 
 class ResolutionTest(ConfigTestCase):
@@ -133,6 +130,45 @@ class ResolutionTest(ConfigTestCase):
       kinds = {t for t in typing.get_args(hint) or (hint,) if t is not type(None)}
       self.assertLen(kinds, 1, name)
       self.assertIn(kinds.pop(), (bool, int, float, str), name)
+
+
+class DataAndWidthsTest(ConfigTestCase):
+  """#11: a user's file as the data set, binarization protocols, widths, evaluation batches."""
+
+  def test_a_npz_path_is_a_dataset_named_by_its_stem_with_mnist_beta(self):
+    hparams, notes = config.load_hparams(None, {"dataset": "some/where/cells.npz"})
+    self.assertEqual(hparams.dataset, "some/where/cells.npz")
+    self.assertEqual(hparams.dataset_name, "cells")
+    self.assertEqual(hparams.binarization, "none")
+    self.assertIsNone(hparams.eval_batch_size, "resolved once D is known")
+    self.assertEqual(hparams.beta, config.default_beta("binarized_mnist", hparams.struct,
+                                                       hparams.baseline))
+    self.assertIn("β table for binarized_mnist", notes[0])
+
+  def test_binarization_defaults_to_each_published_protocol_and_a_flag_overrides_it(self):
+    for dataset, expected in (("binarized_mnist", "none"), ("omniglot", "dynamic"),
+                              ("dynamic_mnist", "dynamic")):
+      self.assertEqual(config.load_hparams(None, {"dataset": dataset})[0].binarization, expected)
+    hparams, _ = config.load_hparams(None, {"dataset": "omniglot", "binarization": "static"})
+    self.assertEqual(hparams.binarization, "static")
+
+  def test_widths_default_to_the_structure_and_flags_override_them(self):
+    hparams, _ = config.load_hparams(None, {"struct": "4-layer-nonlin", "latent_units": 16,
+                                            "hidden_units": 32})
+    self.assertEqual((hparams.num_latent_layers, hparams.latent_units, hparams.num_hidden,
+                      hparams.hidden_units), (4, 16, 2, 32))
+
+  def test_any_positive_eval_batch_is_accepted(self):
+    for batch in (1, 333, 10_001):
+      self.assertEqual(config.load_hparams(None, {"eval_batch_size": batch})[0].eval_batch_size,
+                       batch)
+
+  def test_a_files_eval_batch_follows_its_dimension(self):
+    hparams, _ = config.load_hparams(None, {"dataset": "x.npz"})
+    for num_dims, batch in ((16, 1000), (784, 1000), (1000, 784), (10**6, 1), (10**7, 1)):
+      self.assertEqual(config.for_data(hparams, num_dims).eval_batch_size, batch)
+    chosen, _ = config.load_hparams(None, {"dataset": "x.npz", "eval_batch_size": 7})
+    self.assertEqual(config.for_data(chosen, 10**6).eval_batch_size, 7)
 
 
 class SourcesAndFlagsTest(ConfigTestCase):
@@ -202,10 +238,13 @@ class RefusalTest(ConfigTestCase):
       ("negative_seed", {"seed": -1}, ["seed=-1", "2147483647"]),
       ("seed_beyond_int32", {"seed": 2**31}, ["seed=2147483648", "2147483647"]),
       ("empty_log_dir", {"log_dir": ""}, ["log_dir", "non-empty"]),
-      ("eval_batch_not_dividing_mnist", {"eval_batch_size": 333},
-       ["eval_batch_size=333", "validation (10000) and test (10000)", "500, 625, 1000"]),
-      ("eval_batch_not_dividing_omniglot", {"dataset": "omniglot", "eval_batch_size": 1000},
-       ["eval_batch_size=1000", "validation (1345) and test (8070)", "one of 1, 5, 269, 1345"]),
+      ("zero_eval_batch", {"eval_batch_size": 0}, ["eval_batch_size=0", "≥ 1"]),
+      ("zero_latent_units", {"latent_units": 0}, ["latent_units=0", "≥ 1"]),
+      ("zero_hidden_units", {"hidden_units": 0}, ["hidden_units=0", "≥ 1"]),
+      ("one_latent_unit_in_all", {"struct": "1-layer-lin", "latent_units": 1},
+       ["latent_units=1", "two halves of the RBM"]),
+      ("unknown_binarization", {"binarization": "otsu"}, ["otsu", "none, static, dynamic"]),
+      ("directory_as_dataset", {"dataset": "my_data/"}, ["my_data/", "a path to a .npz file"]),
   )
   def test_bad_value_is_refused_in_a_file_and_as_a_flag(self, values, expected):
     path = self.write_json(values)

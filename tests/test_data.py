@@ -1,9 +1,14 @@
 """`dvae.data`: published data loads exactly, every bad file is refused in one line, and the
 pipelines are reproducible. Nothing here touches the network (DVAE_OFFLINE=1, or file:// URLs)."""
 
+import gzip
 import hashlib
+import http.server
 import os
+import pickle
+import shutil
 import subprocess
+import threading
 import urllib.parse
 from unittest import mock
 
@@ -14,6 +19,9 @@ from absl.testing import parameterized
 
 from dvae import data
 
+# Real copies of the published grayscale MNIST, beside the repository (read-only).
+SHARED_MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                            "shared", "data", "mnist")
 SPLITS = ("train", "valid", "test")
 AMAT = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
 # Facts of the published binarized MNIST (../shared/data/README.md §2), stated independently.
@@ -97,11 +105,14 @@ class EmbeddedMnistTest(DataTestCase):
       dataset = data.load_dataset("binarized_mnist", checksums=checksums)
     self.assertAllEqual(dataset.valid, splits["valid"])
 
-  def test_omniglot_without_a_folder_says_how_to_give_one(self):
-    self.assertDataError(["--data_dir", "DVAE_DATA_DIR", "chardata.mat"], "omniglot")
+  def test_omniglot_without_a_folder_is_looked_for_in_the_home_cache(self):
+    with mock.patch.dict(os.environ, {"HOME": self.get_temp_dir()}):
+      self.assertDataError(
+          [os.path.join(self.get_temp_dir(), ".dvae", "datasets", "omniglot"), "chardata.mat",
+           "raw.githubusercontent.com/yburda/iwae"], "omniglot")
 
   def test_unknown_dataset_is_a_value_error_naming_the_allowed(self):
-    with self.assertRaisesRegex(ValueError, "binarized_mnist, omniglot"):
+    with self.assertRaisesRegex(ValueError, "binarized_mnist, omniglot, dynamic_mnist"):
       data.load_dataset("cifar")
 
 
@@ -356,6 +367,291 @@ class OmniglotTest(DataTestCase):
                          checksums={"chardata.mat": "git-blob-sha1:" + blob})
 
 
+def idx_gz(images):
+  """uint8 [N, 28, 28] images as a gzipped IDX file (big-endian magic 2051, N, 28, 28)."""
+  header = np.array([2051, len(images), 28, 28], ">i4").tobytes()
+  return gzip.compress(header + np.asarray(images, np.uint8).tobytes())
+
+
+class LocalServer:
+  """An HTTP server on 127.0.0.1 serving one folder, counting requests; it stops itself after
+  `lifetime` seconds at the latest."""
+
+  def __init__(self, folder, lifetime=120):
+    self.requests = []
+    server = self
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+      def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=folder, **kwargs)
+
+      def do_GET(self):
+        server.requests.append(self.path)
+        super().do_GET()
+
+      def log_message(self, *args):
+        del args  # Quiet: the tests check what was served, not the log.
+
+    self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                   daemon=True)
+    self.thread.start()
+    self.timer = threading.Timer(lifetime, self.httpd.shutdown)
+    self.timer.start()
+
+  def url(self, name):
+    return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+  def stop(self):
+    self.timer.cancel()
+    self.httpd.shutdown()
+    self.httpd.server_close()
+    self.thread.join(timeout=10)
+
+
+class DownloadCacheTest(DataTestCase):
+  """Downloads over HTTP from a local server into the default cache folder, verified, then
+  reused; offline, one line naming the folder and the URL."""
+
+  def setUp(self):
+    super().setUp()
+    os.environ["DVAE_OFFLINE"] = "0"
+    self.home = self.folder("home")
+    environment = mock.patch.dict(os.environ, {"HOME": self.home})
+    environment.start()
+    self.addCleanup(environment.stop)
+    self.published = self.folder("published")
+    self.server = LocalServer(self.published)
+    self.addCleanup(self.server.stop)
+    self.names = (data.MNIST_TRAIN_NAME, data.MNIST_TEST_NAME)
+    self.urls = {name: self.server.url(name) for name in self.names}
+
+  def publish_synthetic_mnist(self, train, test):
+    """Writes the two IDX files and returns a checksum table for exactly them."""
+    checksums = {}
+    for name, images in zip(self.names, (train, test)):
+      content = idx_gz(images)
+      self.write(os.path.join(self.published, name), content)
+      checksums[name] = "gunzip-sha256:" + hashlib.sha256(gzip.decompress(content)).hexdigest()
+    return checksums
+
+  def test_real_grayscale_mnist_downloads_once_into_the_home_cache_and_is_reused(self):
+    for name in self.names:
+      shutil.copy(os.path.join(SHARED_MNIST, name), self.published)
+    first = data.load_dataset("dynamic_mnist", urls=self.urls)
+    cache = os.path.join(self.home, ".dvae", "datasets", "dynamic_mnist")
+    self.assertCountEqual(os.listdir(cache), self.names)
+    self.assertLen(self.server.requests, 2)
+    self.assertTrue(first.dynamic_binarization)
+    self.assertEqual(first.image_shape, (28, 28))
+    for split, n in zip(SPLITS, (50_000, 10_000, 10_000)):
+      self.assertEqual(getattr(first, split).shape, (n, 784))
+    self.assertAllInSet(first.valid, [0.0, 1.0])
+    self.assertAllInSet(first.test, [0.0, 1.0])
+    # Published facts (../shared/data/README.md §1): 60,000 training images of mean 0.1307;
+    # test mean 0.1325. Binarizing 7.84e6 pixels moves a mean by about 1e-4.
+    self.assertEqual(first.train.max(), 1.0)
+    self.assertNear(first.test.mean(), 0.1325, 1e-3)
+    self.assertNear((first.train.sum(dtype=np.float64) + first.valid.sum(dtype=np.float64))
+                    / (60_000 * 784), 0.1307, 1e-3)
+    self.server.stop()
+    second = data.load_dataset("dynamic_mnist", urls=self.urls)
+    self.assertLen(self.server.requests, 2, "the cache is reused, nothing downloaded again")
+    self.assertAllEqual(second.train, first.train)
+    self.assertAllEqual(second.test, first.test)
+
+  def test_split_is_first_images_train_last_validate_and_test_file_tests(self):
+    levels = np.array([0, 30, 60, 90, 120, 255, 255, 255], np.uint8)
+    train = levels[:, None, None] * np.ones([8, 28, 28], np.uint8)
+    test = np.full([2, 28, 28], 255, np.uint8)
+    test[1] = 0
+    checksums = self.publish_synthetic_mnist(train, test)
+    with mock.patch.object(data, "DYNAMIC_MNIST_NUM_VALID", 3):
+      dataset = data.load_dataset("dynamic_mnist", checksums=checksums, urls=self.urls)
+    self.assertAllClose(dataset.train, train[:5].reshape(5, 784) / 255)
+    self.assertAllEqual(dataset.valid, np.ones([3, 784]), "images 5..7 are all 255")
+    self.assertAllEqual(dataset.test, np.repeat([[1.0], [0.0]], 784, axis=1))
+
+  def test_data_dir_env_var_replaces_the_home_cache(self):
+    root = self.folder("root")
+    checksums = self.publish_synthetic_mnist(np.zeros([12_000, 28, 28]), np.zeros([3, 28, 28]))
+    with mock.patch.dict(os.environ, {"DVAE_DATA_DIR": root}):
+      data.load_dataset("dynamic_mnist", checksums=checksums, urls=self.urls)
+    self.assertCountEqual(os.listdir(os.path.join(root, "dynamic_mnist")), self.names)
+    self.assertFalse(os.path.exists(os.path.join(self.home, ".dvae")))
+
+  def test_download_with_the_wrong_content_is_refused_and_not_kept(self):
+    checksums = self.publish_synthetic_mnist(np.zeros([12_000, 28, 28]), np.zeros([3, 28, 28]))
+    self.write(os.path.join(self.published, data.MNIST_TEST_NAME), b"not gzip")
+    self.assertDataError([data.MNIST_TEST_NAME, "not a readable gzip file", "not kept"],
+                         "dynamic_mnist", checksums=checksums, urls=self.urls)
+    cache = os.path.join(self.home, ".dvae", "datasets", "dynamic_mnist")
+    self.assertNotIn(data.MNIST_TEST_NAME, os.listdir(cache))
+
+  def test_offline_names_the_cache_folder_and_the_public_urls(self):
+    os.environ["DVAE_OFFLINE"] = "1"
+    self.assertDataError([os.path.join(self.home, ".dvae", "datasets", "dynamic_mnist"),
+                          *self.names, "DVAE_OFFLINE", data.URLS[data.MNIST_TRAIN_NAME]],
+                         "dynamic_mnist")
+    self.assertEmpty(self.server.requests)
+
+  def test_a_misshaped_idx_file_is_refused(self):
+    checksums = self.publish_synthetic_mnist(np.zeros([12_000, 28, 28]), np.zeros([3, 28, 28]))
+    bad = gzip.compress(np.array([2051, 3, 27, 27], ">i4").tobytes() + bytes(3 * 27 * 27))
+    self.write(os.path.join(self.published, data.MNIST_TEST_NAME), bad)
+    checksums[data.MNIST_TEST_NAME] = ("gunzip-sha256:"
+                                       + hashlib.sha256(gzip.decompress(bad)).hexdigest())
+    self.assertDataError([data.MNIST_TEST_NAME, "not an IDX file of 28×28 images"],
+                         "dynamic_mnist", checksums=checksums, urls=self.urls)
+
+
+class UserFileTest(DataTestCase):
+  """A user's .npz: any D or H×W, any 0/1 dtype, binarizations, and one line for bad data."""
+
+  def save(self, name="mine.npz", **arrays):
+    path = os.path.join(self.get_temp_dir(), name)
+    np.savez(path, **arrays)
+    return path
+
+  def binary(self, *shape, dtype=np.uint8):
+    return (self.rng.random(shape) < 0.3).astype(dtype)
+
+  @parameterized.parameters(bool, np.uint8, np.int64, np.float16, np.float64)
+  def test_flat_binary_rows_of_any_dtype_load_as_float32_without_image_shape(self, dtype):
+    train, valid, test = (self.binary(n, 5, dtype=dtype) for n in (20, 4, 6))
+    dataset = data.load_dataset(self.save(train=train, valid=valid, test=test))
+    for split, x in (("train", train), ("valid", valid), ("test", test)):
+      self.assertEqual(getattr(dataset, split).dtype, np.float32)
+      self.assertAllEqual(getattr(dataset, split), x.astype(np.float32))
+    self.assertIsNone(dataset.image_shape)
+    self.assertEqual(dataset.num_dims, 5)
+    self.assertFalse(dataset.dynamic_binarization)
+    self.assertAllClose(dataset.train_mean, train.astype(np.float64).mean(axis=0))
+
+  def test_images_keep_their_shape_and_flatten_row_major(self):
+    train, test = self.binary(9, 12, 20), self.binary(3, 12, 20)
+    dataset = data.load_dataset(self.save(train=train, valid=train[:2], test=test))
+    self.assertEqual(dataset.image_shape, (12, 20))
+    self.assertAllEqual(dataset.test[1, 20:40], test[1, 1])
+
+  def test_without_valid_the_last_tenth_of_train_validates(self):
+    train = self.binary(25, 3)
+    dataset = data.load_dataset(self.save(train=train, test=train[:2]))
+    self.assertAllEqual(dataset.train, train[:23])
+    self.assertAllEqual(dataset.valid, train[23:])
+    two = data.load_dataset(self.save("two.npz", train=train[:2], test=train[:2]))
+    self.assertAllEqual(two.valid, train[1:2])
+
+  def test_static_binarization_draws_once_with_a_fixed_seed(self):
+    grey = np.full([4000, 10], 0.25)
+    path = self.save(train=grey, valid=grey[:500], test=grey[:800])
+    first = data.load_dataset(path, binarization="static")
+    again = data.load_dataset(path, binarization="static")
+    self.assertFalse(first.dynamic_binarization)
+    for split in SPLITS:
+      self.assertAllInSet(getattr(first, split), [0.0, 1.0])
+      self.assertAllEqual(getattr(first, split), getattr(again, split))
+    # The documented recipe: default_rng(1), validation, then test, then training.
+    rng = np.random.default_rng(1)
+    self.assertAllEqual(first.valid, rng.random([500, 10]) < 0.25)
+    self.assertAllEqual(first.test, rng.random([800, 10]) < 0.25)
+    self.assertAllEqual(first.train, rng.random([4000, 10]) < 0.25)
+    # 40,000 Bernoulli(0.25) pixels: sd of the mean ≈ 2.2e-3.
+    self.assertNear(first.train.mean(), 0.25, 0.01)
+    self.assertAllClose(first.train_mean, first.train.mean(axis=0))
+
+  def test_dynamic_binarization_keeps_training_grey_and_binarizes_the_rest_once(self):
+    grey = np.linspace(0, 1, 30).reshape(3, 10)
+    dataset = data.load_dataset(self.save(train=grey, valid=grey, test=grey),
+                                binarization="dynamic")
+    self.assertTrue(dataset.dynamic_binarization)
+    self.assertAllClose(dataset.train, grey)
+    self.assertAllInSet(dataset.valid, [0.0, 1.0])
+    rng = np.random.default_rng(1)
+    self.assertAllEqual(dataset.valid, rng.random(grey.shape) < grey)
+
+  def test_binary_published_data_is_unchanged_by_a_binarization(self):
+    folder = self.folder("mnist_binarized_again")
+    splits, checksums = self.synthetic_mnist(folder)
+    dataset = data.load_dataset("binarized_mnist", folder, checksums=checksums,
+                                binarization="static")
+    for split, x in splits.items():
+      self.assertAllEqual(getattr(dataset, split), x)
+
+  def write_bytes(self, content):
+    return self.write(os.path.join(self.get_temp_dir(), "raw.npz"), content)
+
+  @parameterized.named_parameters(
+      ("missing_train", dict(test=np.zeros([2, 3])), ["lacks train", "it has test"]),
+      ("missing_test", dict(train=np.zeros([2, 3])), ["lacks test"]),
+      ("mismatched_d", dict(train=np.zeros([4, 3]), test=np.zeros([2, 4])),
+       ["test has rows of shape [4]", "train has [3]"]),
+      ("mismatched_image", dict(train=np.zeros([4, 2, 6]), test=np.zeros([2, 3, 4])),
+       ["[3, 4]", "[2, 6]"]),
+      ("empty_split", dict(train=np.zeros([4, 3]), valid=np.zeros([0, 3]),
+                           test=np.zeros([2, 3])), ["valid is empty"]),
+      ("zero_width", dict(train=np.zeros([4, 0]), test=np.zeros([2, 0])), ["shape [4, 0]"]),
+      ("one_dimensional", dict(train=np.zeros(4), test=np.zeros(2)), ["shape [4]"]),
+      ("four_dimensional", dict(train=np.zeros([4, 2, 2, 3]), test=np.zeros([2, 2, 2, 3])),
+       ["shape [4, 2, 2, 3]"]),
+      ("nan", dict(train=np.array([[0.0, np.nan]]), test=np.zeros([1, 2])),
+       ["train", "outside [0, 1] such as nan"]),
+      ("infinity", dict(train=np.zeros([3, 2]), test=np.array([[np.inf, 0.0]])),
+       ["test", "outside [0, 1] such as inf"]),
+      ("above_one", dict(train=np.zeros([3, 2]), test=np.array([[2, 0]])),
+       ["outside [0, 1] such as 2"]),
+      ("negative", dict(train=np.array([[-1, 0]], np.int8), test=np.zeros([1, 2])),
+       ["outside [0, 1] such as -1"]),
+      ("grey_without_binarization", dict(train=np.full([3, 2], 0.5), test=np.zeros([1, 2])),
+       ["non-binary values such as 0.5", "--binarization=static or dynamic"]),
+      ("strings", dict(train=np.array([["0", "1"]]), test=np.zeros([1, 2])), ["dtype <U1"]),
+      ("complex", dict(train=np.zeros([3, 2], complex), test=np.zeros([1, 2])),
+       ["dtype complex128"]),
+      ("single_training_row", dict(train=np.zeros([1, 2]), test=np.zeros([1, 2])),
+       ["train has 1 row", "no valid"]),
+  )
+  def test_bad_arrays_are_refused_in_one_line(self, arrays, expected):
+    path = self.save(**arrays)
+    self.assertDataError([path, *expected], path)
+
+  def test_ragged_or_object_arrays_are_refused_and_never_unpickled(self):
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [np.zeros(3), np.zeros(4)]
+    path = self.save(train=ragged, test=np.zeros([1, 3]))
+    with mock.patch("pickle.loads", side_effect=AssertionError("unpickled")):
+      self.assertDataError([path, "pickled Python objects", "never loaded"], path)
+
+  def test_a_pickle_named_npz_is_refused_and_never_unpickled(self):
+    path = self.write_bytes(pickle.dumps({"train": [[0, 1]], "test": [[1, 0]]}))
+    with mock.patch("pickle.loads", side_effect=AssertionError("unpickled")):
+      self.assertDataError([path, "pickled Python objects"], path)
+
+  @parameterized.named_parameters(
+      ("garbage", b"this is not a zip file at all"),
+      ("empty", b""),
+  )
+  def test_unreadable_files_are_refused(self, content):
+    path = self.write_bytes(content)
+    self.assertDataError([path, "not a readable .npz"], path)
+
+  def test_truncated_npz_is_refused(self):
+    path = self.save(train=self.binary(500, 50), test=self.binary(50, 50))
+    with open(path, "rb") as f:
+      head = f.read(3000)
+    self.write(path, head)
+    self.assertDataError([path, "truncated or corrupt"], path)
+
+  def test_a_single_array_npy_is_refused(self):
+    path = os.path.join(self.get_temp_dir(), "single.npz")
+    with open(path, "wb") as f:
+      np.save(f, np.zeros([2, 3]))
+    self.assertDataError([path, "single array (np.save)"], path)
+
+  def test_a_missing_file_is_named(self):
+    path = os.path.join(self.get_temp_dir(), "nowhere.npz")
+    self.assertDataError([path, "does not exist"], path)
+
+
 class PipelineTest(DataTestCase):
 
   def grey_dataset(self, n=50, level=0.3):
@@ -410,10 +706,13 @@ class PipelineTest(DataTestCase):
     for row in batches.reshape(-1, 784):
       self.assertEqual(row.sum(), 1.0)
 
-  def test_eval_dataset_covers_the_split_in_order(self):
+  def test_eval_dataset_covers_the_split_in_order_with_a_last_short_batch(self):
     x = self.rng.random([10, 784]).astype(np.float32)
     batches = [batch.numpy() for batch in data.eval_dataset(x, 5)]
     self.assertLen(batches, 2)
+    self.assertAllEqual(np.concatenate(batches), x)
+    batches = [batch.numpy() for batch in data.eval_dataset(x, 4)]
+    self.assertEqual([len(batch) for batch in batches], [4, 4, 2])
     self.assertAllEqual(np.concatenate(batches), x)
 
   def test_bad_pipeline_arguments_name_what_is_allowed(self):
