@@ -24,7 +24,8 @@ def synthetic_dataset(num_train=200, num_eval=20, seed=0):
 
   train = draw(num_train)
   return data.Dataset(train=train, valid=draw(num_eval), test=draw(num_eval),
-                      train_mean=train.mean(axis=0), dynamic_binarization=False)
+                      train_mean=train.mean(axis=0), dynamic_binarization=False,
+                      image_shape=(28, 28))
 
 
 def tiny_hparams(log_dir, **overrides):
