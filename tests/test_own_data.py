@@ -81,14 +81,15 @@ class KnownTruthTest(tf.test.TestCase):
     return results["test_nll"], true_nll, stderr, independent_bits_nll(train, test)
 
   def test_test_nll_lies_above_the_truth_and_well_below_independent_bits(self):
-    # D = 20, C = 5: true NLL 5.45 ± 0.06, independent bits 11.03; measured after 300 steps
-    # 6.1–6.2.
+    # D = 20, C = 5: true NLL 5.44 ± 0.06, independent bits 11.02; measured 6.31 after 300
+    # steps (5.53 after 3000).
     nll, truth, stderr, independent = self.train_on_mixture(20, 5, num_steps=300)
     self.assertGreater(nll, truth - stderr)
     self.assertLess(nll, truth + 0.25 * (independent - truth))
 
   @pytest.mark.slow
   def test_longer_training_on_a_larger_mixture_approaches_the_truth(self):
+    # D = 64, C = 16: true NLL 15.43 ± 0.11, independent bits 42.47; measured 15.72.
     nll, truth, stderr, independent = self.train_on_mixture(
         64, 16, num_steps=5000, extra=["--latent_units=32", "--hidden_units=128"])
     self.assertGreater(nll, truth - stderr)
