@@ -46,7 +46,7 @@ RESUME_SAFE = frozenset({
     "num_train_iter", "eval_every", "eval_batch_size", "eval_iw_samples",
     "periodic_eval_iw_samples", "checkpoint_every_steps", "checkpoint_every_secs", "log_dir",
     "export_dir", "data_dir", "verify_data"})
-# Hparams spelled in the directory path, outermost first; the last two share one folder.
+# Hparams spelled in the directory path, outermost first (the seed beside the digest).
 PATH_KEYS = ("dataset", "struct", "baseline", "k", "seed")
 DIGEST_LENGTH = 8
 
@@ -73,7 +73,7 @@ def identity(hparams):
 
 
 def _path_component(value):
-  """A directory name for `value`: a path (a data file) by its base name, and only safe characters."""
+  """A directory name for `value`: a path (a data file) by its base name; safe characters only."""
   text = os.path.splitext(os.path.basename(str(value)))[0] if os.sep in str(value) else str(value)
   return re.sub(r"[^A-Za-z0-9._=-]", "_", text) or "_"
 

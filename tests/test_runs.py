@@ -148,9 +148,9 @@ class OpenRunTest(absltest.TestCase):
     self.open().close()
 
   def test_second_process_is_refused_and_a_killed_holder_does_not_block(self):
-    script = ("import sys; from dvae import config, runs; "
-              f"hp = config.load_hparams(None, {dict(struct='1-layer-lin', sampler='pcd', num_chains=20, num_sweeps=2, num_train_iter=100, log_dir=self.log_dir)!r})[0]; "
-              "run = runs.open_run(hp, log=print); import time; time.sleep(600)")
+    values = dataclasses.asdict(hparams(self.log_dir))
+    script = ("import time; from dvae import config, runs; "
+              f"lock = runs.open_run(config.HParams(**{values!r}), log=print); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
     try:
