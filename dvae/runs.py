@@ -146,6 +146,7 @@ def _refuse_mismatch(directory, mismatched):
 
 def write_json_atomically(path, content):
   """Writes JSON to a temporary name and renames it, so `path` is never half-written."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   temporary = f"{path}.tmp-{os.getpid()}"
   with open(temporary, "w", encoding="utf-8") as f:
     json.dump(content, f, indent=2, sort_keys=True)
