@@ -56,10 +56,7 @@ DIGEST_LENGTH = 8
 BASE_BYTES = 1 << 30
 TRAIN_BYTES_PER_INPUT, TRAIN_BYTES_PER_WIDTH = 50, 6
 EVAL_BYTES_PER_INPUT, EVAL_BYTES_PER_WIDTH = 28, 1
-CHAIN_BYTES_PER_UNIT = 24
-# Population annealing's systematic resampling (`tf.searchsorted` under XLA) compares every
-# particle with every position: bytes per pair of particles of one population.
-RESAMPLING_BYTES_PER_PAIR = 4.5
+CHAIN_BYTES_PER_UNIT = 40
 
 
 class RunError(Exception):
@@ -365,8 +362,8 @@ def memory_needed(hparams, num_inputs, eval_rows):
   evaluation call 28 D + W. These were fitted to the growth of VmHWM on CPU from 2·10⁴ to
   6·10⁴ training rows and 2·10⁴ to 10⁵ evaluation rows for the 1-layer-lin, 2-layer-nonlin
   and 4-layer-nonlin structures, and over-estimate them by 0–15% (training) and 10–40%
-  (evaluation). The prior's sampler holds 24 bytes per chain and latent unit, and population
-  annealing 4.5 bytes per pair of chains more (10.9 GiB measured for 5·10⁴ chains). Training
+  (evaluation). The prior's sampler holds 40 bytes per chain and latent unit (measured: 20
+  for PCD, 36 for population annealing, from 2·10⁴ to 2·10⁵ chains of 400 units). Training
   and evaluation alternate, so the larger of the two counts.
 
   Args:
@@ -392,9 +389,7 @@ def memory_needed(hparams, num_inputs, eval_rows):
   return {
       rows[0]: rows[1:],
       f"sampler chains ({hparams.num_chains:,} × {layers * units} units)":
-          (hparams.num_chains * layers * units * CHAIN_BYTES_PER_UNIT
-           + (RESAMPLING_BYTES_PER_PAIR * hparams.num_chains**2 if hparams.sampler == "pa" else 0),
-           ("--num_chains",)),
+          (hparams.num_chains * layers * units * CHAIN_BYTES_PER_UNIT, ("--num_chains",)),
       "TensorFlow runtime": (BASE_BYTES, ()),
   }
 
