@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 
 CONFIG = "config.json"
 LOCK = "lock"
@@ -69,10 +68,10 @@ def identity(hparams):
           if key not in RESUME_SAFE}
 
 
-def _path_component(value):
-  """A directory name for `value`: a path (a data file) by its base name; safe characters only."""
-  text = os.path.splitext(os.path.basename(str(value)))[0] if os.sep in str(value) else str(value)
-  return re.sub(r"[^A-Za-z0-9._=-]", "_", text) or "_"
+def _path_components(hparams):
+  """The folder names of `PATH_KEYS`: the values, a data file by its stem (`dataset_name`)."""
+  return {key: hparams.dataset_name if key == "dataset" else str(getattr(hparams, key))
+          for key in PATH_KEYS}
 
 
 def digest(hparams):
@@ -82,8 +81,8 @@ def digest(hparams):
   exactly (a dataset given as a file path).
   """
   defaults = {field.name: field.default for field in dataclasses.fields(hparams)}
-  spelled = {key for key in PATH_KEYS
-             if _path_component(getattr(hparams, key)) == str(getattr(hparams, key))}
+  spelled = {key for key, name in _path_components(hparams).items()
+             if name == str(getattr(hparams, key))}
   rest = {key: value for key, value in identity(hparams).items()
           if key not in spelled and value != defaults.get(key, dataclasses.MISSING)}
   text = json.dumps(rest, sort_keys=True, ensure_ascii=True)
@@ -92,8 +91,7 @@ def digest(hparams):
 
 def run_directory(hparams):
   """`<log_dir>/<dataset>/<struct>/<baseline>/k<k>/seed<seed>-<digest>` of a configuration."""
-  dataset, struct, baseline, k, seed = (_path_component(getattr(hparams, key))
-                                        for key in PATH_KEYS)
+  dataset, struct, baseline, k, seed = _path_components(hparams).values()
   return os.path.join(hparams.log_dir, dataset, struct, baseline, f"k{k}",
                       f"seed{seed}-{digest(hparams)}")
 

@@ -69,13 +69,10 @@ class RunDirectoryTest(absltest.TestCase):
     self.assertNotEqual(runs.run_directory(changed), runs.run_directory(base))
     self.assertIn("new_option", runs.identity(changed))
 
-  def test_a_dataset_given_as_a_path_is_named_by_its_file_and_identified_by_its_path(self):
-    extended = dataclasses.make_dataclass(
-        "Loose", [("dataset", str, "binarized_mnist")], bases=(config.HParams,), frozen=True)
-    values = dataclasses.asdict(hparams("logs"))
-    first = extended(**dict(values, dataset="/data/a/cells.npz"))
-    second = extended(**dict(values, dataset="/data/b/cells.npz"))
-    self.assertIn("/cells/", runs.run_directory(first))
+  def test_a_data_file_is_named_by_its_stem_and_identified_by_its_path(self):
+    first = hparams("logs", dataset="/data/a/cells.npz")
+    second = hparams("logs", dataset="/data/b/cells.npz")
+    self.assertRegex(runs.run_directory(first), r"^logs/cells/1-layer-lin/")
     self.assertNotEqual(runs.run_directory(first), runs.run_directory(second))
 
 
