@@ -25,6 +25,8 @@ Items:
                  [1000, 200]·[200, 200] plus every dense layer's forward product and its two
                  backward products at batch 100·K.
   gibbs          one block-Gibbs sweep of 1000 chains of a 200 + 200 RBM; floor: its 2 products.
+  graph_gibbs    one colour-block sweep of 1000 chains of the 400-unit Chimera prior (first 400
+                 nodes of C8, 2 colours); floor: its products [1000, 400]·[400, n_c] per colour.
   ais, pa        log Z by AIS, and by population annealing in 16 populations, at 1000
                  temperatures × 1024 samples (200 + 200 RBM); floor: 2 products of
                  [1024, 200]·[200, 200] per temperature.
@@ -52,7 +54,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-from dvae import config, data, training  # pylint: disable=g-import-not-at-top
+from dvae import config, data, graphs, training  # pylint: disable=g-import-not-at-top
+from dvae.boltzmann import GraphBoltzmannMachine  # pylint: disable=g-import-not-at-top
 from dvae.rbm import RBM  # pylint: disable=g-import-not-at-top
 
 
@@ -169,6 +172,16 @@ def bench_gibbs(args):
           sampler_floor(1000, 200, 200, sweeps, False, repeats=3) / sweeps)
 
 
+def bench_graph_gibbs(args):
+  machine = GraphBoltzmannMachine(graphs.latent_graph("chimera", 400), num_chains=1000)
+  machine.couplings.assign(tf.random.normal(machine.couplings.shape, stddev=0.1))
+  sweeps = 10 if args.quick else 100
+  sweep = tf.function(lambda z: machine.gibbs_sweeps(z, sweeps, seed=[1, 2]))
+  seconds = best_time(lambda: sweep(machine.chains).numpy(), repeats=3) / sweeps
+  shapes = [(1000, 400, int(n)) for n in np.bincount(machine.colours)]
+  return seconds, matmul_floor(shapes, repeats=20)
+
+
 def bench_log_z(args, method):
   rbm = RBM(200, 200)
   rbm.w.assign(tf.random.normal([200, 200], stddev=0.1))
@@ -258,6 +271,7 @@ def main():
       add(f"train_k{k}_{sampler}", "step", seconds, floor, 1.5, extended)
   seconds, floor, extended = bench_gibbs(args)
   add("gibbs", "sweep (1000 chains, 200+200)", seconds, floor, 1.3, extended)
+  add("graph_gibbs", "sweep (1000 chains, Chimera 400)", *bench_graph_gibbs(args), 1.3)
   for method in ("ais", "pa"):
     seconds, floor, extended, num_betas = bench_log_z(args, method)
     add(method, f"log Z ({num_betas} temperatures × 1024)", seconds, floor, 1.3, extended)

@@ -11,12 +11,13 @@ of the paper that pick defaults live here too: the network structures (SPEC §4)
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import os
 import typing
 
-from dvae import bqm
+from dvae import bqm, graphs
 
 # The published data sets; `dataset` may also be a path to a user's `.npz` file (see `dvae.data`).
 DATASETS = ("binarized_mnist", "omniglot", "dynamic_mnist")
@@ -27,6 +28,8 @@ DEFAULT_BINARIZATION = {"binarized_mnist": "none", "omniglot": "dynamic",
 BASELINES = ("dvae_spike_exp", "dvaepp_exp", "dvaepp_power", "dvaes_gi", "dvaes_gauss",
              "dvaes_exp", "dvaes_unexp", "dvaes_power")
 SAMPLERS = ("pcd", "pa", "dimod")
+# The Boltzmann prior: the bipartite RBM, or a machine on a hardware graph (`dvae.graphs`).
+PRIORS = ("rbm", "chimera", "pegasus", "zephyr")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 
 HIDDEN_UNITS = 200
@@ -78,6 +81,21 @@ class ConfigError(ValueError):
   """A configuration value that cannot be used; the message is one line for the user."""
 
 
+def graph_prior_refusal(baseline, num_latent_layers):
+  """Why `baseline` cannot train with a prior on a hardware graph, or None if it can.
+
+  The prior terms that need only the energy, its pairwise part and block mean field work on any
+  graph (`dvae.priors`); two are built on the RBM's bipartite split.
+  """
+  if baseline == "dvaes_gi":
+    return ("dvaes_gi (the Gaussian integral) is implemented for the bipartite RBM only: its λ "
+            "and log det come from the singular values of W")
+  if baseline == "dvae_spike_exp" and num_latent_layers > 1:
+    return ("dvae_spike_exp with several latent layers trains with Rolfe's KL gradients, "
+            "derived for the RBM's left/right split; use one latent layer or another baseline")
+  return None
+
+
 def default_beta(dataset, struct, baseline):
   """β of SPEC §6 for a dataset, structure and baseline (for dvaes_gi: the lower bound on λ)."""
   try:
@@ -107,6 +125,9 @@ class HParams:
   `binarization`: "none" (the data must be 0/1), "static" (grey levels in [0, 1] binarized once
   with a fixed seed) or "dynamic" (training images binarized afresh in every batch, validation
   and test once with a fixed seed).
+  `prior` "rbm" is the paper's bipartite RBM; "chimera", "pegasus" or "zephyr" puts the latent
+  units on the first nodes of that hardware graph of size `graph_size` (`dvae.graphs`;
+  resolved to the smallest size that holds them when not given).
   """
   dataset: str = "binarized_mnist"
   struct: str = "2-layer-nonlin"
@@ -118,6 +139,8 @@ class HParams:
   dimod_sampler_args: str = "{}"
   sampler_inverse_temperature: float = 1.0
   estimate_inverse_temperature: bool = False
+  prior: str = "rbm"
+  graph_size: int | None = None
   num_chains: int = 1000
   num_sweeps: int = 40
   num_train_iter: int = 1_000_000
@@ -171,7 +194,7 @@ class HParams:
 
 _FIELD_TYPES = typing.get_type_hints(HParams)
 _CHOICES = {"struct": tuple(STRUCTURES), "baseline": BASELINES, "sampler": SAMPLERS,
-            "distribute": DISTRIBUTE, "binarization": BINARIZATIONS}
+            "prior": PRIORS, "distribute": DISTRIBUTE, "binarization": BINARIZATIONS}
 _AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
                  "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
                  "checkpoint_every_steps", "latent_units", "hidden_units")
@@ -237,8 +260,15 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
     resolved["eval_batch_size"] = DEFAULT_EVAL_BATCH_SIZE[hparams.dataset]
   if hparams.eval_every is None:
     resolved["eval_every"] = 10_000 if hparams.num_train_iter <= 100_000 else 20_000
+  if hparams.prior != "rbm" and hparams.graph_size is None:
+    resolved["graph_size"] = graphs.smallest_size(
+        hparams.prior, hparams.num_latent_layers * resolved.get("latent_units",
+                                                                hparams.latent_units))
+    notes.append(f"graph_size={resolved['graph_size']}: the smallest {hparams.prior} graph "
+                 f"that holds the latent units")
   hparams = dataclasses.replace(hparams, **resolved)
   _check_ranges(hparams, origins)
+  _check_prior(hparams, origins)
   return hparams, notes
 
 
@@ -381,6 +411,28 @@ def _check_dimod_sampler(hparams, origins):
     bqm.check_sample_kwargs(bqm.sampler_from_path(hparams.dimod_sampler), kwargs)
   except (ImportError, ValueError) as e:
     raise ConfigError(str(e)) from None
+
+
+def _check_prior(hparams, origins):
+  if hparams.prior == "rbm":
+    if hparams.graph_size is not None:
+      raise ConfigError(f"hparam graph_size ({_where(origins, 'graph_size')}) applies to the "
+                        f"hardware-graph priors only ({', '.join(PRIORS[1:])}), not prior=rbm")
+    return
+  if importlib.util.find_spec("dwave") is None or importlib.util.find_spec(
+      "dwave.graphs") is None:
+    raise ConfigError(f"prior={hparams.prior} needs the D-Wave packages: {bqm.INSTALL_HINT}")
+  refusal = graph_prior_refusal(hparams.baseline, hparams.num_latent_layers)
+  if refusal:
+    raise ConfigError(f"prior={hparams.prior} ({_where(origins, 'prior')}): {refusal}")
+  minimum = 2 if hparams.prior == "pegasus" else 1
+  if hparams.graph_size < minimum:
+    raise ConfigError(f"hparam graph_size={hparams.graph_size} "
+                      f"({_where(origins, 'graph_size')}) must be an integer ≥ {minimum}")
+  error = graphs.size_error(hparams.prior, hparams.graph_size,
+                            hparams.num_latent_layers * hparams.latent_units)
+  if error:
+    raise ConfigError(f"{error} ({_where(origins, 'graph_size')})")
 
 
 def _where(origins, key):

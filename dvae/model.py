@@ -1,8 +1,8 @@
 """The discrete VAE with a relaxed Boltzmann prior, as one `keras.Model` (SPEC §1, §4).
 
-Generative model: z ~ p(z) = e^{−E(z)}/Z (an RBM), x ~ p(x|z) = Π_d Bern(x_d; σ(f(z)_d + b_d))
-with f the decoder MLP and b = logit(clip(x̄, 0.001, 0.999)) a fixed bias from the
-training mean x̄. Inference: a hierarchical posterior
+Generative model: z ~ p(z) = e^{−E(z)}/Z (an RBM, or a Boltzmann machine on a hardware graph),
+x ~ p(x|z) = Π_d Bern(x_d; σ(f(z)_d + b_d)) with f the decoder MLP and
+b = logit(clip(x̄, 0.001, 0.999)) a fixed bias from the training mean x̄. Inference: a hierarchical posterior
 
     q(ζ|x) = Π_i q(ζ_i | x, ζ_<i),    q(ζ_i|·) an overlapping transformation of Bern(σ(l_i)),
 
@@ -29,7 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dvae import networks, priors, relaxations, samplers
+from dvae import graphs, networks, priors, relaxations, samplers
+from dvae.boltzmann import GraphBoltzmannMachine
 from dvae.rbm import RBM
 
 
@@ -79,9 +80,17 @@ class DVAE(keras.Model):
     self.decoder_net = networks.mlp(hparams.num_hidden, self.num_dims, name="decoder",
                                     seed=seeds[-1], hidden_units=hparams.hidden_units)
     num_latents = hparams.num_latent_layers * units
-    self.rbm = RBM(num_latents // 2, num_latents - num_latents // 2,
-                   num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,
-                   sampler=samplers.from_hparams(hparams), name="rbm")
+    sampler = samplers.from_hparams(hparams)
+    if hparams.prior == "rbm":
+      self.rbm = RBM(num_latents // 2, num_latents - num_latents // 2,
+                     num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,
+                     sampler=sampler, name="rbm")
+    else:
+      # Latent unit k (layers concatenated in order) is node k of the graph in sorted order.
+      self.rbm = GraphBoltzmannMachine(
+          graphs.latent_graph(hparams.prior, num_latents, hparams.graph_size),
+          num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps, sampler=sampler,
+          name="rbm")
     self.prior = priors.make_prior(hparams.baseline, self.rbm, hparams.beta,
                                    num_latent_layers=hparams.num_latent_layers)
     self.train_mean = self.add_weight(

@@ -14,6 +14,16 @@ z1 is the first `rbm.num_left` units, z2 the rest. Four priors cover the eight b
   p(ζ) = Σ_z p(z) r(ζ|z) by mean field.
 * `GaussianIntegralPrior` (DVAE# GI): the closed-form marginal of shifted Gaussians.
 
+Priors on a hardware graph (`dvae.boltzmann.GraphBoltzmannMachine`, E(z) = −bᵀz −
+Σ_{(i,j)∈E} J_ij z_i z_j over the same concatenated units) support the terms that use the
+machine only through its energy, its pairwise part and block mean field: the analytic KL
+(DVAE++, and DVAE with one latent layer; E is multilinear, so E_q[E(z)] needs only the means of
+each unit and of each coupled pair) and the mean-field marginal relaxation (DVAE# exp, power,
+Gaussian, uniform+exp; the bound −E(m) + H(m) holds for any factorial m, and the colour classes
+of the graph are its update blocks). Rolfe's KL gradients and the Gaussian integral are written
+for the bipartite split (W's two sides, W's singular values) and are refused for graphs
+(`dvae.config.graph_prior_refusal`).
+
 log Z is never computed here: every method takes it as a scalar tensor from the caller, who
 gives it the stored estimate as value and the sampler's surrogate gradient
 (`dvae.rbm.RBM.train_log_z`).
@@ -23,8 +33,9 @@ import math
 
 import tensorflow as tf
 
-from dvae import relaxations
+from dvae import config, relaxations
 from dvae.config import BASELINES
+from dvae.rbm import RBM
 
 
 # The posterior relaxation q(ζ|x) each baseline trains with (names of `dvae.relaxations`).
@@ -88,7 +99,7 @@ class BoltzmannPrior:
 
 
 class AnalyticKLPrior(BoltzmannPrior):
-  """DVAE++'s analytic KL(q(z, ζ|x) ‖ p(z, ζ)) for an RBM prior (also DVAE, one layer).
+  """DVAE++'s analytic KL(q(z, ζ|x) ‖ p(z, ζ)) for a Boltzmann prior (also DVAE, one layer).
 
   #### Mathematical Details
 
@@ -96,6 +107,10 @@ class AnalyticKLPrior(BoltzmannPrior):
 
       KL = CE − H,    H = Σ_i H(Bern(q_i)),
       CE = E_q[E(z)] + log Z = −q1ᵀb1 − q2ᵀb2 − Σ_j (σ(l1 + g1)ᵀW)_j q2_j + log Z,
+
+  and on a graph, with units in posterior order, CE = −bᵀq − Σ_{(i,j)∈E, i<j} J_ij σ(l_i + g_i)
+  q_j + log Z (`pairwise` of the machine); the argument below holds for every pair whose
+  unit i is in the same or an earlier layer than unit j.
 
   with q = σ(l) the posterior means of every layer, each conditioned on the sampled ζ of the
   layers before it, and g = log r(ζ|1) − log r(ζ|0) at the sampled ζ. E_q[z1ᵀWz2] needs
@@ -107,25 +122,24 @@ class AnalyticKLPrior(BoltzmannPrior):
   noise).
   """
 
-  def cross_entropy(self, q1, q2, left_means, log_z):
-    """−E_q[log p(z)] = −q1ᵀb1 − q2ᵀb2 − Σ_j (mᵀW)_j q2_j + log Z with m = E[z1|ζ] → [B]."""
-    rbm = self.rbm
-    return (-tf.reduce_sum(q1 * rbm.b1, axis=-1) - tf.reduce_sum(q2 * rbm.b2, axis=-1)
-            - tf.reduce_sum(tf.matmul(left_means, rbm.w) * q2, axis=-1)
-            + tf.cast(log_z, q1.dtype))
+  def cross_entropy(self, q, means, log_z):
+    """−E_q[log p(z)] = −bᵀq − Σ_{(i,j)∈E, i<j} J_ij m_i q_j + log Z with m = E[z|ζ] → [B]."""
+    machine = self.rbm
+    return (-tf.reduce_sum(q * machine.biases, axis=-1) - machine.pairwise(means, q)
+            + tf.cast(log_z, q.dtype))
 
   def kl(self, posteriors, zetas, log_z):
     """Per-example KL [B] from one posterior and one ζ sample [B, units] per latent layer."""
     logits = [posterior.logits for posterior in posteriors]
-    q1, q2 = self.split([tf.sigmoid(layer_logits) for layer_logits in logits])
+    q = tf.sigmoid(tf.concat(logits, axis=-1))
     if len(posteriors) == 1:
-      left_means = q1
+      means = q
     else:
-      left_means, _ = self.split([posterior.conditional_probs(zeta)
-                                  for posterior, zeta in zip(posteriors, zetas)])
+      means = tf.concat([posterior.conditional_probs(zeta)
+                         for posterior, zeta in zip(posteriors, zetas)], axis=-1)
     entropy = tf.add_n([tf.reduce_sum(_bernoulli_entropy(layer_logits), axis=-1)
                         for layer_logits in logits])
-    return self.cross_entropy(q1, q2, left_means, log_z) - entropy
+    return self.cross_entropy(q, means, log_z) - entropy
 
 
 class RolfeKLPrior(AnalyticKLPrior):
@@ -174,7 +188,8 @@ class RolfeKLPrior(AnalyticKLPrior):
         tf.reduce_sum(tf.stop_gradient(coefficients1) * q1, axis=-1)
         + tf.reduce_sum(tf.stop_gradient(coefficients2) * q2, axis=-1))
     entropy = tf.reduce_sum(_bernoulli_entropy(logits), axis=-1)
-    value = (self.cross_entropy(tf.stop_gradient(q1), tf.stop_gradient(q2), z1, log_z)
+    q = tf.stop_gradient(tf.concat([q1, q2], axis=-1))
+    value = (self.cross_entropy(q, tf.concat([z1, q[:, rbm.num_left:]], axis=-1), log_z)
              - tf.stop_gradient(entropy))
     return value + encoder_surrogate - tf.stop_gradient(encoder_surrogate)
 
@@ -213,11 +228,12 @@ class MarginalRelaxationPrior(RelaxedPrior):
       log Σ_z e^{−E_ζ(z)} ≥ −E_ζ(m) + H(m),   −E_ζ(m) = a1ᵀm1 + a2ᵀm2 + m1ᵀWm2 + c(ζ),
 
   and m comes from 5 block updates m2 ← σ(Wᵀm1 + a2), m1 ← σ(W m2 + a1) from m = ½, with no
-  gradient through them. The returned value is the bound; its gradient is that of −E_ζ(m)
-  with m held fixed, which at the mean-field fixed point is the gradient of the bound itself.
+  gradient through them (on a graph: the colour classes in turn, `mean_field_logits` of the
+  machine). The returned value is the bound; its gradient is that of −E_ζ(m) with m held
+  fixed, which at the mean-field fixed point is the gradient of the bound itself.
 
   Args:
-    rbm: the `dvae.rbm.RBM`.
+    rbm: the Boltzmann machine (`dvae.rbm.RBM` or a machine on a graph).
     smoothing: r(ζ|z=0), a distribution with `log_prob` (`dvae.relaxations.smoothing`).
   """
 
@@ -228,30 +244,13 @@ class MarginalRelaxationPrior(RelaxedPrior):
   def log_prob(self, zeta, log_z):
     """Mean-field log p(ζ) for ζ [B, n] → [B]."""
     log_r0 = self.smoothing.log_prob(zeta)
-    log_r1 = self.smoothing.log_prob(1.0 - zeta)
-    rbm = self.rbm
-    field1, field2 = self.split([log_r1 - log_r0])
-    field1 = field1 + rbm.b1
-    field2 = field2 + rbm.b2
-    logits1, logits2 = self._mean_field_logits(
-        tf.stop_gradient(field1), tf.stop_gradient(field2), tf.stop_gradient(rbm.w))
-    m1, m2 = tf.sigmoid(logits1), tf.sigmoid(logits2)
-    neg_energy = (tf.reduce_sum(field1 * m1, axis=-1) + tf.reduce_sum(field2 * m2, axis=-1)
-                  + tf.reduce_sum(tf.matmul(m1, rbm.w) * m2, axis=-1)
+    field = self.smoothing.log_prob(1.0 - zeta) - log_r0
+    logits = self.rbm.mean_field_logits(field, MEAN_FIELD_ITERATIONS)
+    means = tf.sigmoid(logits)
+    neg_energy = (-self.rbm.energy(means) + tf.reduce_sum(field * means, axis=-1)
                   + tf.reduce_sum(log_r0, axis=-1))
-    entropy = (tf.reduce_sum(_bernoulli_entropy(logits1), axis=-1)
-               + tf.reduce_sum(_bernoulli_entropy(logits2), axis=-1))
+    entropy = tf.reduce_sum(_bernoulli_entropy(logits), axis=-1)
     return neg_energy + entropy - tf.cast(log_z, neg_energy.dtype)
-
-  @staticmethod
-  def _mean_field_logits(field1, field2, w):
-    """The logits of m1, m2 after `MEAN_FIELD_ITERATIONS` block updates from m = ½."""
-    m1 = tf.fill(tf.shape(field1), tf.constant(0.5, field1.dtype))
-    for _ in range(MEAN_FIELD_ITERATIONS):
-      logits2 = tf.matmul(m1, w) + field2
-      logits1 = tf.matmul(tf.sigmoid(logits2), w, transpose_b=True) + field1
-      m1 = tf.sigmoid(logits1)
-    return logits1, logits2
 
 
 class GaussianIntegralPrior(RelaxedPrior):
@@ -323,7 +322,9 @@ def make_prior(baseline, rbm, beta, num_latent_layers=1):
 
   Args:
     baseline: the baseline name of SPEC §6.
-    rbm: the `dvae.rbm.RBM` over the concatenated latent layers.
+    rbm: the Boltzmann machine over the concatenated latent layers: a `dvae.rbm.RBM`, or a
+      `dvae.boltzmann.GraphBoltzmannMachine` for the baselines `config.graph_prior_refusal`
+      allows.
     beta: the smoothing sharpness β (for dvaes_gi: the lower bound on λ).
     num_latent_layers: number of latent layers; DVAE (dvae_spike_exp) with more than one
       trains with Rolfe's KL gradients, with one with the analytic (mean-field) KL.
@@ -332,13 +333,17 @@ def make_prior(baseline, rbm, beta, num_latent_layers=1):
     An `AnalyticKLPrior`, `RolfeKLPrior`, `MarginalRelaxationPrior` or `GaussianIntegralPrior`.
 
   Raises:
-    ValueError: for an unknown baseline or fewer than one latent layer.
+    ValueError: for an unknown baseline, fewer than one latent layer, or a baseline that a
+      machine on a graph does not support.
   """
   if baseline not in RELAXATION_OF_BASELINE:
     raise ValueError(f"Unknown baseline {baseline!r}; allowed values: {', '.join(BASELINES)}.")
   if int(num_latent_layers) != num_latent_layers or num_latent_layers < 1:
     raise ValueError(f"num_latent_layers must be a positive integer (1, 2, 4, ...), "
                      f"got {num_latent_layers!r}.")
+  refusal = config.graph_prior_refusal(baseline, num_latent_layers)
+  if refusal and not isinstance(rbm, RBM):
+    raise ValueError(f"{refusal}.")
   if baseline == "dvaes_gi":
     return GaussianIntegralPrior(rbm, beta)
   if baseline in ("dvaes_gauss", "dvaes_exp", "dvaes_unexp", "dvaes_power"):

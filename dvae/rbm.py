@@ -51,38 +51,11 @@ log_z, stderr = rbm.update_log_z("ais", num_betas=1000, num_samples=1024, seed=[
 import itertools
 import math
 
-import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dvae import samplers
-
-LOG_Z_METHODS = ("exact", "ais", "pa")
-# Beyond 2^20 states on the enumerated side exact log Z is no longer a matter of seconds.
-MAX_EXACT_UNITS = 20
-# States of the enumerated side handled at once: 2^14 × 200 float64 activations are 26 MB.
-_EXACT_CHUNK_BITS = 14
-
-
-def _bernoulli(probabilities, uniform):
-  """Binary float samples with P(1) = `probabilities`, from uniforms of the same shape."""
-  return tf.cast(uniform < probabilities, probabilities.dtype)
-
-
-def _uniforms(seed, num_rows, widths):
-  """Uniforms [num_rows, w] for each w in `widths`, split from one threefry draw.
-
-  Drawn once and split, the uniforms are a tensor of their own that XLA computes in one
-  vectorised loop; a draw consumed by a single sampling expression is fused into it, which
-  measured ~2× slower per uniform on CPU (Gibbs sweeps 79 → 58 ms, matrix products 30 ms).
-  """
-  uniform = tf.random.stateless_uniform([num_rows, sum(widths)], seed, alg="threefry")
-  return tf.split(uniform, widths, axis=-1)
-
-
-def _uniform_states(num_samples, num_units, seed):
-  """Independent fair coins: exact samples of an RBM at β = 0 (or with zero parameters)."""
-  return tf.cast(tf.random.stateless_uniform([num_samples, num_units], seed) < 0.5, tf.float32)
+from dvae.boltzmann import (MAX_EXACT_UNITS, BoltzmannMachine, bernoulli, log_z_summing_out,
+                             systematic_resample, uniform_states, uniforms)
 
 
 # The sampling loops are XLA-compiled with the threefry generator: on CPU, random numbers bound
@@ -94,38 +67,14 @@ def _gibbs(b1, b2, w, z1, z2, num_sweeps, beta, seed):
 
   def sweep(i, z1, z2, seed):
     seed, sweep_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    uniform2, uniform1 = _uniforms(sweep_seed, tf.shape(z1)[0], [tf.size(b2), tf.size(b1)])
-    z2 = _bernoulli(tf.sigmoid(beta * (b2 + tf.matmul(z1, w))), uniform2)
-    z1 = _bernoulli(tf.sigmoid(beta * (b1 + tf.matmul(z2, w, transpose_b=True))), uniform1)
+    uniform2, uniform1 = uniforms(sweep_seed, tf.shape(z1)[0], [tf.size(b2), tf.size(b1)])
+    z2 = bernoulli(tf.sigmoid(beta * (b2 + tf.matmul(z1, w))), uniform2)
+    z1 = bernoulli(tf.sigmoid(beta * (b1 + tf.matmul(z2, w, transpose_b=True))), uniform1)
     return i + 1, z1, z2, seed
 
   _, z1, z2, _ = tf.while_loop(lambda i, *_: i < num_sweeps, sweep,
                                (tf.constant(0), z1, z2, seed))
   return z1, z2
-
-
-def _systematic_resample(log_w, seed):
-  """Ancestor indices [M, P] of M populations of P particles with log weights `log_w`.
-
-  Systematic resampling: one uniform u per population; slot j = 0…P−1 takes the particle i whose
-  cumulative weight interval [C_{i−1}, C_i) holds (j + u) / P, so particle i has
-  E[offspring] = P · w_i / Σ w. By index arithmetic rather than a search per slot: slot j's
-  ancestor is the number of particles with C_i ≤ (j + u)/P, i.e. with first slot
-  ⌈P·C_i − u⌉ ≤ j, which is the running sum of a histogram of the first slots, O(P) (XLA's
-  compiled search compares every slot with every C_i: 0.7 ms against 0.013 ms for P = 1000).
-  """
-  num_populations, size = log_w.shape
-  cdf = tf.math.cumsum(tf.nn.softmax(log_w, axis=-1), axis=-1)
-  u = tf.random.stateless_uniform([num_populations, 1], seed, dtype=log_w.dtype)
-  # Slot `size` collects the particles whose first slot is past the end.
-  first_slot = tf.cast(tf.clip_by_value(tf.math.ceil(size * cdf - u), 0, size), tf.int32)
-  histogram = tf.math.unsorted_segment_sum(
-      tf.ones([num_populations * size], tf.int32),
-      tf.reshape(first_slot + tf.range(num_populations)[:, None] * (size + 1), [-1]),
-      num_populations * (size + 1))
-  ancestors = tf.math.cumsum(tf.reshape(histogram, [num_populations, size + 1]), axis=-1)
-  # The last cumulative weight can round to just under 1.
-  return tf.minimum(ancestors[:, :size], size - 1)
 
 
 def _annealing_increment(activation, beta_before, beta):
@@ -192,13 +141,13 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
         [num_populations, size]), tf.float64)
     if resample:
       log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - log_size
-      rows = tf.reshape(_systematic_resample(log_w, resample_seed) + offsets, [-1])
+      rows = tf.reshape(systematic_resample(log_w, resample_seed) + offsets, [-1])
       # The sweep redraws z_keep: of a resampled particle only σ(β a) is needed.
       probability = tf.gather(probability, rows)
       log_w = tf.zeros_like(log_w)
-    uniform_sum, uniform_keep = _uniforms(sweep_seed, num_particles, [num_sum, num_keep])
-    z_sum = _bernoulli(probability, uniform_sum)
-    z_keep = _bernoulli(
+    uniform_sum, uniform_keep = uniforms(sweep_seed, num_particles, [num_sum, num_keep])
+    z_sum = bernoulli(probability, uniform_sum)
+    z_keep = bernoulli(
         tf.sigmoid(beta * (b_keep + tf.matmul(z_sum, w_ks, transpose_b=True))), uniform_keep)
     return k + 1, z_keep, z_sum, log_w, log_z_ratio, seed
 
@@ -214,50 +163,8 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
           tf.reshape(z_sum, [num_populations, size, -1]), log_z_ratio)
 
 
-@tf.function
-def _log_z_exact(b_keep, b_sum, w_ks):
-  """logsumexp over all z_k of −F_1(z_k), in float64, 2^_EXACT_CHUNK_BITS states at a time."""
-  b_keep, b_sum, w_ks = (tf.cast(t, tf.float64) for t in (b_keep, b_sum, w_ks))
-  num_keep = b_keep.shape[0]
-  chunk_bits = min(num_keep, _EXACT_CHUNK_BITS)
-  num_chunks = 2 ** (num_keep - chunk_bits)
-  bits = tf.range(num_keep, dtype=tf.int64)
-
-  def chunk(i, partial):
-    index = tf.range(2 ** chunk_bits, dtype=tf.int64) + i * 2 ** chunk_bits
-    states = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(index[:, None], bits), 1),
-                     tf.float64)
-    neg_free_energy = (tf.linalg.matvec(states, b_keep) + tf.reduce_sum(
-        tf.nn.softplus(b_sum + tf.matmul(states, w_ks)), axis=-1))
-    return i + 1, partial.write(tf.cast(i, tf.int32), tf.reduce_logsumexp(neg_free_energy))
-
-  _, partial = tf.while_loop(lambda i, _: i < num_chunks, chunk,
-                             (tf.constant(0, tf.int64), tf.TensorArray(tf.float64, num_chunks)))
-  return tf.reduce_logsumexp(partial.stack())
-
-
-def _log_mean_exp_with_stderr(log_estimates):
-  """log mean_m Ẑ_m and its delta-method standard error std(Ẑ) / (√M · mean(Ẑ)), as float32.
-
-  Args:
-    log_estimates: [M] float64 log Ẑ_m of M independent unbiased estimates Ẑ_m.
-  """
-  count = tf.cast(tf.size(log_estimates), tf.float64)
-  shifted = tf.exp(log_estimates - tf.reduce_max(log_estimates))
-  mean = tf.reduce_mean(shifted)
-  std = tf.sqrt(tf.reduce_sum(tf.square(shifted - mean)) / tf.maximum(count - 1, 1))
-  estimate = tf.math.log(mean) + tf.reduce_max(log_estimates)
-  return tf.cast(estimate, tf.float32), tf.cast(std / (tf.sqrt(count) * mean), tf.float32)
-
-
-def _fair_coins(shape, dtype=None):
-  # Keras initializer of the chains. Fair coins are exact samples of the initial RBM (b = W = 0),
-  # so the persistent chains start in equilibrium.
-  return tf.cast(_uniform_states(*shape, tf.constant([0, 0])), dtype or tf.float32)
-
-
-class RBM(keras.layers.Layer):
-  """A bipartite RBM prior p(z) = e^{−E(z)}/Z with its sampler and log Z estimators.
+class RBM(BoltzmannMachine):
+  """A bipartite RBM prior p(z) = e^{−E(z)}/Z: the `BoltzmannMachine` with a marginal path.
 
   Args:
     num_left: n1, units of z1.
@@ -278,40 +185,21 @@ class RBM(keras.layers.Layer):
 
   def __init__(self, num_left, num_right, weight_decay=1e-4, num_chains=1000, num_sweeps=40,
                sampler="pcd", **kwargs):
-    super().__init__(**kwargs)
-    self.sampler = samplers.get(sampler)
-    # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
-    self.supports_jit = self.sampler.supports_jit
-    for arg, value in (("num_left", num_left), ("num_right", num_right),
-                       ("num_chains", num_chains), ("num_sweeps", num_sweeps)):
+    for arg, value in (("num_left", num_left), ("num_right", num_right)):
       if int(value) != value or value < 1:
         raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-    if weight_decay < 0:
-      raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
+    super().__init__(int(num_left) + int(num_right), weight_decay=weight_decay,
+                     num_chains=num_chains, num_sweeps=num_sweeps, sampler=sampler, **kwargs)
     self._num_left, self._num_right = int(num_left), int(num_right)
-    self.weight_decay = float(weight_decay)
-    self.num_chains, self.num_sweeps = int(num_chains), int(num_sweeps)
     self.b1 = self.add_weight(shape=[self._num_left], initializer="zeros", name="b1")
     self.b2 = self.add_weight(shape=[self._num_right], initializer="zeros", name="b2")
     self.w = self.add_weight(shape=[self._num_left, self._num_right], initializer="zeros",
                              name="w")
-    # Under a tf.distribute strategy every replica keeps and advances its own chains
-    # (synchronised on read: a cross-replica read, e.g. for a checkpoint, sees replica 0's).
-    self.chains = keras.Variable(
-        _fair_coins, shape=[self.num_chains, self.num_units], trainable=False,
-        synchronization="on_read", aggregation="only_first_replica", name="chains")
-    self.log_z = self.add_weight(
-        shape=[], initializer=keras.initializers.Constant(self.num_units * math.log(2.0)),
-        trainable=False, name="log_z")
-    self.log_z_stderr = self.add_weight(shape=[], initializer="zeros", trainable=False,
-                                        name="log_z_stderr")
-    self.built = True
+    self._add_state()
 
   def get_config(self):
     config = super().get_config()
-    config.update(num_left=self._num_left, num_right=self._num_right,
-                  weight_decay=self.weight_decay, num_chains=self.num_chains,
-                  num_sweeps=self.num_sweeps, sampler=self.sampler.get_config())
+    config.update(num_left=self._num_left, num_right=self._num_right)
     return config
 
   @property
@@ -321,10 +209,6 @@ class RBM(keras.layers.Layer):
   @property
   def num_right(self):
     return self._num_right
-
-  @property
-  def num_units(self):
-    return self._num_left + self._num_right
 
   @property
   def biases(self):
@@ -341,6 +225,25 @@ class RBM(keras.layers.Layer):
   def couplings(self):
     """The graph view's couplings [n1 · n2]: W_ij in the order of `edges`."""
     return tf.reshape(self.w, [-1])
+
+  def pairwise(self, u, v):
+    """Σ_ij W_ij u1_i v2_j: the left half of u [..., n1 + n2] against the right half of v."""
+    u1, _ = tf.split(u, [self._num_left, self._num_right], axis=-1)
+    _, v2 = tf.split(v, [self._num_left, self._num_right], axis=-1)
+    return tf.reduce_sum(tf.tensordot(u1, self.w, axes=1) * v2, axis=-1)
+
+  def mean_field_logits(self, fields, num_iterations):
+    """Mean-field logits [B, n1 + n2]: m2 ← σ(Wᵀm1 + b2 + f2), m1 ← σ(W m2 + b1 + f1) in turn."""
+    b1, b2, w = self._parameters()
+    field1, field2 = tf.split(tf.stop_gradient(fields), [self._num_left, self._num_right],
+                              axis=-1)
+    field1, field2 = field1 + b1, field2 + b2
+    m1 = tf.fill(tf.shape(field1), tf.constant(0.5, field1.dtype))
+    for _ in range(num_iterations):
+      logits2 = tf.matmul(m1, w) + field2
+      logits1 = tf.matmul(tf.sigmoid(logits2), w, transpose_b=True) + field1
+      m1 = tf.sigmoid(logits1)
+    return tf.concat([logits1, logits2], axis=-1)
 
   def energy(self, z):
     """E(z) = −b1ᵀz1 − b2ᵀz2 − z1ᵀW z2 for z [..., n1 + n2]; returns [...]."""
@@ -383,12 +286,6 @@ class RBM(keras.layers.Layer):
                     tfp.random.sanitize_seed(seed))
     return tf.concat([z1, z2], axis=-1)
 
-  def sample(self, num_samples, num_sweeps, seed=None):
-    """Binary float32 [num_samples, n1 + n2]: `num_sweeps` sweeps from uniform random states."""
-    init_seed, gibbs_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
-    return self.gibbs_sweeps(_uniform_states(num_samples, self.num_units, init_seed),
-                             num_sweeps, gibbs_seed)
-
   def anneal(self, num_betas, num_populations, population_size, resample, seed):
     """Anneals M populations of P particles from uniform states over `num_betas` linearly spaced
     inverse temperatures in [0, 1] (module docstring), resampling at every step if `resample`.
@@ -400,23 +297,12 @@ class RBM(keras.layers.Layer):
     b_keep, b_sum, w_ks, kept_is_left = self._oriented()
     init_seed, anneal_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
     z_keep = tf.reshape(
-        _uniform_states(num_populations * population_size, b_keep.shape[0], init_seed),
+        uniform_states(num_populations * population_size, b_keep.shape[0], init_seed),
         [num_populations, population_size, -1])
     z_keep, z_sum, log_z_ratio = _anneal(
         b_keep, b_sum, w_ks, z_keep, tf.linspace(0.0, 1.0, num_betas), anneal_seed, resample)
     states = tf.concat([z_keep, z_sum] if kept_is_left else [z_sum, z_keep], axis=-1)
     return states, log_z_ratio + self.num_units * math.log(2.0)
-
-  def train_log_z(self, seed):
-    """Runs the sampler's negative phase, stores its states in `chains`, returns
-    mean_chains(−E(chains)).
-
-    The states are constants, so the gradient of the result is the sampler's estimate of
-    ∂log Z/∂θ = E_p[−∂E/∂θ]; its value is not log Z.
-    """
-    chains = self.sampler.negative_phase(self, seed)
-    self.chains.assign(chains)
-    return tf.reduce_mean(-self.energy(tf.stop_gradient(chains)))
 
   def log_z_exact(self):
     """(log Z, 0) by enumerating the smaller side (at most 20 units) and summing out the other."""
@@ -426,41 +312,4 @@ class RBM(keras.layers.Layer):
           f"exact log Z enumerates the smaller side of the RBM, which must have at most "
           f"{MAX_EXACT_UNITS} units; this one has {self._num_left} + {self._num_right}. "
           f"Use method 'ais' or 'pa' instead")
-    return tf.cast(_log_z_exact(b_keep, b_sum, w_ks), tf.float32), tf.constant(0.0)
-
-  def log_z_ais(self, num_betas=1000, num_samples=1024, seed=None):
-    """Annealed importance sampling: (log Ẑ, standard error), Ẑ = Z_0 · mean_i Π_k w_{k,i}.
-
-    `num_samples` independent particles go through `num_betas` linearly spaced inverse
-    temperatures from 0 to 1 (one Gibbs sweep at each) on the marginal path of the module
-    docstring. With w_i = Π_k w_{k,i} the weight of particle i, the standard error of log Ẑ is
-    the delta-method std(w) / (√N · mean(w)).
-    """
-    _, log_weights = self.anneal(num_betas, num_samples, 1, False, seed)
-    return _log_mean_exp_with_stderr(log_weights)
-
-  def log_z_pa(self, num_betas=1000, num_samples=1024, seed=None, num_populations=16):
-    """Population annealing: (log Ẑ, standard error) from independent sub-populations.
-
-    The `num_samples` particles form `num_populations` independent populations, each annealed
-    over `num_betas` linearly spaced inverse temperatures with systematic resampling and one
-    Gibbs sweep per step. Each population's Ẑ_m = Z_0 · Π_k mean_i w_{k,i} is unbiased, so the
-    estimate is log mean_m Ẑ_m, and its standard error the delta-method
-    std(Ẑ_m) / (√M · mean(Ẑ_m)) across the M populations.
-    """
-    if num_samples % num_populations:
-      raise ValueError(f"num_samples ({num_samples}) must be a multiple of num_populations "
-                       f"({num_populations})")
-    _, log_estimates = self.anneal(num_betas, num_populations, num_samples // num_populations,
-                                   True, seed)
-    return _log_mean_exp_with_stderr(log_estimates)
-
-  def update_log_z(self, method="ais", **kwargs):
-    """Estimates log Z with `method` ("exact", "ais" or "pa"; kwargs go to `log_z_<method>`),
-    stores it in `log_z` and `log_z_stderr` and returns (log_z, log_z_stderr)."""
-    if method not in LOG_Z_METHODS:
-      raise ValueError(f"method must be one of {LOG_Z_METHODS}, got {method!r}")
-    log_z, stderr = getattr(self, f"log_z_{method}")(**kwargs)
-    self.log_z.assign(log_z)
-    self.log_z_stderr.assign(stderr)
-    return log_z, stderr
+    return tf.cast(log_z_summing_out(b_keep, b_sum, w_ks), tf.float32), tf.constant(0.0)

@@ -8,12 +8,14 @@ comes from the enumeration below, never from the RBM code.
 
 import itertools
 
+import networkx as nx
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import special, stats
 
-from dvae import priors, relaxations
+from dvae import graphs, priors, relaxations
+from dvae.boltzmann import GraphBoltzmannMachine
 from dvae.rbm import RBM
 
 # β of each family in the tests (SPEC §6 scale).
@@ -528,3 +530,70 @@ class LargerRBMTest(tf.test.TestCase):
                                      batch_size=10000)
         for key, (error, bound) in errors.items():
           self.assertTrue(np.all(error < bound), msg=f"{baseline} {key}: {error} vs {bound}")
+
+
+# --- Priors on a graph (dvae.boltzmann.GraphBoltzmannMachine). ------------------------------
+
+def random_graph_machine(graph, scale, seed):
+  """A machine on `graph` with biases ~ N(0, 1), couplings ~ N(0, scale²), and its numpy
+  −E(z) over all states [2^N] (from the definition)."""
+  rng = np.random.default_rng(seed)
+  machine = GraphBoltzmannMachine(graph, num_chains=1)
+  machine.biases.assign(rng.normal(0.0, 1.0, machine.num_units))
+  machine.couplings.assign(rng.normal(0.0, scale, len(machine.edges)))
+  states = all_states(machine.num_units)
+  edges = np.array(machine.edges)
+  neg_energy = (states @ machine.biases.numpy().astype(np.float64)
+                + (states[:, edges[:, 0]] * states[:, edges[:, 1]])
+                @ machine.couplings.numpy().astype(np.float64))
+  return machine, states, neg_energy
+
+
+# Non-bipartite: K5 (5 colours) and a 4-coloured Zephyr prefix of 10 units.
+GRAPHS = {"complete": lambda: nx.complete_graph(5),
+          "zephyr": lambda: graphs.latent_graph("zephyr", 10)}
+
+
+class GraphPriorTest(tf.test.TestCase):
+
+  def test_analytic_kl_on_a_graph_matches_enumeration_for_one_layer(self):
+    for seed, (kind, make_graph) in enumerate(GRAPHS.items()):
+      machine, states, neg_energy = random_graph_machine(make_graph(), 1.0, seed)
+      log_z = special.logsumexp(neg_energy)
+      logits = np.random.default_rng(seed).normal(0, 2, (4, machine.num_units))
+      q = special.expit(logits)
+      log_q_states = states @ np.log(q).T + (1 - states) @ np.log1p(-q).T  # [2^N, B]
+      expected = np.sum(np.exp(log_q_states) * (log_q_states - neg_energy[:, None] + log_z),
+                        axis=0)
+      posterior = relaxations.posterior("exponential", f32(logits), beta=10.0)
+      kl = priors.make_prior("dvaepp_exp", machine, 10.0).kl(
+          [posterior], [posterior.sample(seed=[1, 2])], f32(log_z))
+      self.assertAllClose(kl, expected, atol=1e-4, rtol=1e-5, msg=kind)
+
+  def test_mean_field_on_a_graph_never_exceeds_and_nears_the_exact_marginal(self):
+    for seed, (kind, make_graph) in enumerate(GRAPHS.items()):
+      for baseline in MARGINAL_BASELINES:
+        family = priors.RELAXATION_OF_BASELINE[baseline]
+        beta = BETA[family]
+        for scale, tolerance in ((1.0, None), (0.02, 5e-4)):
+          machine, states, neg_energy = random_graph_machine(make_graph(), scale, seed)
+          zeta = random_zeta(family, machine.num_units, 32, seed)
+          log_r0 = np_log_r0(family, zeta, beta)
+          exact = special.logsumexp(
+              neg_energy[None, :] + (np_log_r0(family, 1 - zeta, beta) - log_r0) @ states.T
+              + log_r0.sum(-1, keepdims=True), axis=-1)
+          prior = priors.make_prior(baseline, machine, beta)
+          gap = exact - prior.log_prob(f32(zeta), f32(0.0)).numpy().astype(np.float64)
+          msg = f"{kind} {baseline} scale {scale}"
+          self.assertTrue(np.all(gap > -1e-4), msg=f"{msg}: min gap {gap.min()}")
+          if tolerance:
+            self.assertLess(np.abs(gap).max(), tolerance, msg=msg)
+
+  def test_make_prior_refuses_what_a_graph_does_not_support_in_one_line(self):
+    machine = GraphBoltzmannMachine(nx.complete_graph(4), num_chains=1)
+    with self.assertRaisesRegex(ValueError, "^dvaes_gi .* singular values of W.$"):
+      priors.make_prior("dvaes_gi", machine, 30.0)
+    with self.assertRaisesRegex(ValueError, "^dvae_spike_exp with several latent layers"):
+      priors.make_prior("dvae_spike_exp", machine, 5.0, num_latent_layers=2)
+    self.assertIsInstance(priors.make_prior("dvae_spike_exp", machine, 5.0),
+                          priors.AnalyticKLPrior)

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 from scipy.special import expit, logsumexp
 
-from dvae import rbm as rbm_lib
-from dvae import samplers
+from dvae import boltzmann, samplers
 from dvae.rbm import RBM
 
 
@@ -92,9 +91,9 @@ class EnergyAndExactLogZTest(tf.test.TestCase):
       self.assertEqual(float(stderr), 0.0)
 
   def test_log_z_exact_over_several_chunks_matches_enumerating_the_other_side(self):
-    # 16 enumerated units span 2^(16 − _EXACT_CHUNK_BITS) chunks; the reference enumerates the
+    # 16 enumerated units span 2^(16 − EXACT_CHUNK_BITS) chunks; the reference enumerates the
     # 17 units of the other side instead and sums the 16 out analytically, in numpy.
-    self.assertGreater(16, rbm_lib._EXACT_CHUNK_BITS)
+    self.assertGreater(16, boltzmann.EXACT_CHUNK_BITS)
     rbm = random_rbm(16, 17, 0.5)
     self.assertAllClose(rbm.log_z_exact()[0], log_z_enumerating_right(rbm), rtol=1e-6,
                         atol=1e-4)
