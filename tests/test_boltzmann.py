@@ -9,12 +9,13 @@ import dimod
 import networkx as nx
 import numpy as np
 import tensorflow as tf
-from dwave.samplers import TreeDecompositionSampler
+from dwave.samplers import SimulatedAnnealingSampler, TreeDecompositionSampler
 from scipy.special import logsumexp
 
 from dvae import graphs
 from dvae.boltzmann import GraphBoltzmannMachine
 from dvae.rbm import RBM
+from dvae.samplers import DimodSampler
 
 
 def random_machine(graph, scale, seed=0, **kwargs):
@@ -209,3 +210,16 @@ class GraphBoltzmannMachineTest(tf.test.TestCase):
     self.assertAllClose(machine.mean_field_logits(fields, 100),
                         rbm.mean_field_logits(fields, 100), atol=1e-4)
     self.assertAllClose(machine.pairwise(z, fields), rbm.pairwise(z, fields), atol=1e-4)
+
+  def test_dimod_simulated_annealing_at_beta_1_draws_the_machine_law(self):
+    # The samplers' dimod adapter reads the graph view (biases, edges, couplings); Gibbs
+    # acceptance at fixed β = 1 for 100 sweeps draws p exactly, up to sampling noise.
+    sampler = DimodSampler(SimulatedAnnealingSampler(), num_sweeps=100, beta_range=[1, 1],
+                           proposal_acceptance_criteria="Gibbs")
+    machine = random_machine(SMALL_GRAPHS["zephyr"](), 1.0, num_chains=10_000, sampler=sampler)
+    _, law = exact_law(machine)
+    machine.train_log_z(seed=[5, 1])
+    total_variation = 0.5 * np.abs(empirical_law(machine.chains.numpy()) - law).sum()
+    # E|p̂ − p| ≈ √(2p(1 − p)/(πN)) per state; 1.5 times the expected TV of exact samples.
+    expected = 0.5 * np.sum(np.sqrt(2 * law * (1 - law) / (np.pi * 10_000)))
+    self.assertLess(total_variation, 1.5 * expected)
