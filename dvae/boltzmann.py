@@ -368,8 +368,8 @@ def _colour_anneal(biases, couplings, z, betas, seed, resample, bounds):
       log_z_ratio += tf.reduce_logsumexp(log_w, axis=-1) - log_size
       z = tf.gather(z, tf.reshape(systematic_resample(log_w, resample_seed) + offsets, [-1]))
       log_w = tf.zeros_like(log_w)
-    return k + 1, _colour_sweep(biases, couplings, z, beta, sweep_seed, bounds), log_w, \
-        log_z_ratio, seed
+    z = _colour_sweep(biases, couplings, z, beta, sweep_seed, bounds)
+    return k + 1, z, log_w, log_z_ratio, seed
 
   _, z, log_w, log_z_ratio, _ = tf.while_loop(
       lambda k, *_: k < tf.shape(betas)[0], step,
