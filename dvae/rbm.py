@@ -170,12 +170,7 @@ class RBM(BoltzmannMachine):
     num_left: n1, units of z1.
     num_right: n2, units of z2.
     weight_decay: coefficient c of the penalty c · ½‖W‖².
-    num_chains: persistent chains (PCD) or population size (PA) for the log Z gradient.
-    num_sweeps: Gibbs sweeps per training step (PCD) or annealing steps (PA).
-    sampler: the negative phase of the log Z gradient: "pcd" (persistent contrastive
-      divergence), "pa" (population annealing) or a `dvae.samplers.Sampler` such as a
-      `DimodSampler` (see `dvae.samplers.get`).
-    **kwargs: `keras.layers.Layer` arguments (name, …).
+    num_chains, num_sweeps, sampler, **kwargs: as for `dvae.boltzmann.BoltzmannMachine`.
 
   Variables: trainable `b1` [n1], `b2` [n2], `w` [n1, n2], zero at the start; non-trainable
   `chains` [num_chains, n1 + n2] (the persistent states, or PA's last population), starting as
