@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 from scipy.special import expit, logsumexp
 
-from dvae import boltzmann, samplers
+from dvae import boltzmann
+from dvae import rbm as rbm_lib
+from dvae import samplers
 from dvae.rbm import RBM
 
 
@@ -315,7 +317,7 @@ class KernelTest(tf.test.TestCase):
     weights /= weights.sum()
     with np.errstate(divide="ignore"):
       log_w = np.tile(np.log(weights) + 700.0, (num_populations, 1))  # shift: log weights only
-    ancestors = tf.function(rbm_lib._systematic_resample, jit_compile=True)(
+    ancestors = tf.function(boltzmann.systematic_resample, jit_compile=True)(
         tf.constant(log_w), tf.constant([3, 4])).numpy()
     self.assertAllEqual(ancestors, np.sort(ancestors, axis=-1))
     counts = np.stack([np.bincount(row, minlength=size) for row in ancestors])
