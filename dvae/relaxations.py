@@ -19,6 +19,15 @@ the CDF identity F(ζ; θ) = ρ:
 One mechanism (`_implicitly_reparameterized`) computes it for every distribution here by
 differentiating the distribution's own CDF at the (stop-gradient) sample.
 
+Every distribution here is a scalar distribution on an interval [`low`, `high`] (ℝ for the
+Gaussian families): `log_prob` is −∞ and `prob` 0 outside it, `cdf` is 0 below and 1 above it.
+With `validate_args=True`, invalid parameters (β, σ ≤ 0 or not finite, ε outside (0, 1)) raise at
+construction (at use, for variables) and points outside the support raise in `log_prob`/`cdf`;
+the default is False, as everywhere in TFP: the checks are assertion ops on every call, and
+Python-number parameters are checked by `smoothing` and `posterior` regardless. The
+distributions are `CompositeTensor`s (`tfd.AutoCompositeTensorDistribution`), so they pass into
+and out of `tf.function` like `tfd.Bernoulli`.
+
 Example:
 
     q = posterior("power", logits, beta=30.)
@@ -30,15 +39,10 @@ Example:
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.bijectors import sigmoid as sigmoid_bijector
-from tensorflow_probability.python.bijectors import softplus as softplus_bijector
-from tensorflow_probability.python.internal import assert_util
+# TFP offers no public form of these two: the dtype common to a distribution's parameters, and
+# the conversion to tensors that leaves variables (and other "refs") unconverted, so that their
+# validity is checked at use rather than at construction. Everything else here is public TFP.
 from tensorflow_probability.python.internal import dtype_util
-from tensorflow_probability.python.internal import parameter_properties
-from tensorflow_probability.python.internal import prefer_static as ps
-from tensorflow_probability.python.internal import reparameterization
-from tensorflow_probability.python.internal import samplers
-from tensorflow_probability.python.internal import special_math
 from tensorflow_probability.python.internal import tensor_util
 
 tfd = tfp.distributions
@@ -56,7 +60,13 @@ _LOG_ZERO = -1e30
 
 
 def _positive(dtype):
-  return softplus_bijector.Softplus(low=dtype_util.eps(dtype))
+  return tfp.bijectors.Softplus(low=np.finfo(tf.as_dtype(dtype).as_numpy_dtype).eps)
+
+
+def _uniform(shape, seed, dtype, minval=0.):
+  """U(minval, 1) noise from a stateless seed (an int32 pair, or anything TFP accepts)."""
+  return tf.random.stateless_uniform(shape, seed=tfp.random.sanitize_seed(seed), minval=minval,
+                                     dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,7 +101,7 @@ def _implicitly_reparameterized(dist, draw):
   elementwise partial derivatives ∂F_i/∂θ_i (F_i depends on θ_i alone).
   """
   draw = tf.stop_gradient(draw)
-  shape = ps.shape(draw)
+  shape = tf.shape(draw)
   tree = tf.nest.map_structure(lambda p: tf.broadcast_to(p, shape), _parameter_tree(dist))
   leaves = tf.nest.flatten(tree)
 
@@ -116,25 +126,33 @@ def _implicitly_reparameterized(dist, draw):
 # Smoothing families r(ζ|z=0).
 # --------------------------------------------------------------------------------------------
 
-class _Smoothing(tfd.Distribution):
-  """Scalar smoothing distribution r(ζ|z=0) with support [`low`, `high`].
+class _OnInterval(tfd.AutoCompositeTensorDistribution):
+  """A scalar distribution on the interval [`low`, `high`] (ends may be ±∞).
 
-  Subclasses give `_log_prob`, `_cdf`, `_survival_function` (accurate near 1: the mirrored
-  component needs R(ζ|1) = 1 − R(1 − ζ|0)), `_mean` and a noise transform `_draw`; samples carry
-  the implicit reparameterization gradient with respect to every parameter.
+  Subclasses give the log density `_log_density` and the distribution function `_cdf_inside`
+  (and, where 1 − F loses accuracy, `_survival_inside`) for points of the interval, and `_draw`,
+  samples before the implicit gradient is attached. This class makes `log_prob` −∞ outside the
+  interval, evaluating the density only at points clipped into it so that gradients stay finite
+  on both branches of the `where`; makes F 0 below and 1 above the interval; puts draws that
+  rounding carried past an end back onto it; and, under `validate_args`, checks the parameters
+  named in
+  `_positive_parameters` (positive and finite) and `_probability_parameters` (in (0, 1)) and
+  that points given to `log_prob`/`cdf` lie in the interval.
   """
 
   _low = 0.
   _high = 1.
+  _positive_parameters = ()
+  _probability_parameters = ()
 
   @property
   def low(self):
-    """Lower end of the support."""
+    """Lower end of the support (a Python float)."""
     return self._low
 
   @property
   def high(self):
-    """Upper end of the support."""
+    """Upper end of the support (a Python float)."""
     return self._high
 
   def _event_shape_tensor(self):
@@ -143,22 +161,63 @@ class _Smoothing(tfd.Distribution):
   def _event_shape(self):
     return tf.TensorShape([])
 
-  def _draw(self, shape, seed):
-    """Samples of the given (broadcast) shape, by inversion of a uniform in (0, 1)."""
-    # The smallest normal number as lower bound keeps unbounded quantiles finite.
-    tiny = np.finfo(dtype_util.as_numpy_dtype(self.dtype)).tiny
-    return self._quantile(samplers.uniform(shape, minval=tiny, dtype=self.dtype, seed=seed))
+  def _clip(self, x):
+    return tf.clip_by_value(x, tf.cast(self.low, x.dtype), tf.cast(self.high, x.dtype))
+
+  def _log_prob(self, x):
+    outside = (x < self.low) | (x > self.high)
+    return tf.where(outside, tf.constant(-np.inf, self.dtype), self._log_density(self._clip(x)))
+
+  # The `where`s keep an atom at `low` (spike-and-exp) out of F below it.
+  def _cdf(self, x):
+    return tf.where(x < self.low, tf.zeros([], self.dtype), self._cdf_inside(self._clip(x)))
+
+  def _survival_function(self, x):
+    return tf.where(x < self.low, tf.ones([], self.dtype), self._survival_inside(self._clip(x)))
+
+  def _survival_inside(self, x):
+    return 1. - self._cdf_inside(x)
 
   def _sample_n(self, n, seed=None):
-    shape = ps.concat([[n], self.batch_shape_tensor()], axis=0)
-    return _implicitly_reparameterized(self, self._draw(shape, seed))
+    shape = tf.concat([[n], self.batch_shape_tensor()], axis=0)
+    return _implicitly_reparameterized(self, self._clip(self._draw(shape, seed)))
 
   def _parameter_control_dependencies(self, is_init):
     if not self.validate_args:
       return []
-    return [assert_util.assert_positive(getattr(self, name), message=f"`{name}` must be positive.")
-            for name in self._positive_parameters
-            if is_init != tensor_util.is_ref(getattr(self, name))]
+    checks = []
+    for name in self._positive_parameters + self._probability_parameters:
+      value = getattr(self, name)
+      if is_init == tensor_util.is_ref(value):
+        continue
+      upper = 1. if name in self._probability_parameters else np.inf
+      interval = "(0, 1)" if upper == 1. else "positive and finite"
+      checks.append(tf.debugging.Assert(tf.reduce_all((value > 0.) & (value < upper)),
+                                        [f"`{name}` must be {interval}; got", value]))
+    return checks
+
+  def _sample_control_dependencies(self, x):
+    if not self.validate_args:
+      return []
+    return [tf.debugging.Assert(tf.reduce_all((x >= self.low) & (x <= self.high)),
+                                [f"Points must lie in the support [{self.low}, {self.high}]; got",
+                                 x])]
+
+
+class _Smoothing(_OnInterval):
+  """Scalar smoothing distribution r(ζ|z=0) with support [`low`, `high`].
+
+  Subclasses give `_log_density`, `_cdf_inside`, `_survival_inside` (accurate near 1: the
+  mirrored component needs R(ζ|1) = 1 − R(1 − ζ|0)), `_mean`, and either a quantile function
+  `_quantile` or their own `_draw`; samples carry the implicit reparameterization gradient with
+  respect to every parameter.
+  """
+
+  def _draw(self, shape, seed):
+    """Samples of the given (broadcast) shape, by inversion of a uniform in (0, 1)."""
+    # The smallest normal number as lower bound keeps unbounded quantiles finite.
+    tiny = np.finfo(self.dtype.as_numpy_dtype).tiny
+    return self._quantile(_uniform(shape, seed, self.dtype, minval=tiny))
 
 
 class _BetaSmoothing(_Smoothing):
@@ -172,13 +231,13 @@ class _BetaSmoothing(_Smoothing):
       dtype = dtype_util.common_dtype([beta], dtype_hint=tf.float32)
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
       super().__init__(dtype=dtype,
-                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+                       reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
-    return dict(beta=parameter_properties.ParameterProperties(
+    return dict(beta=tfp.util.ParameterProperties(
         default_constraining_bijector_fn=lambda: _positive(dtype)))
 
   @property
@@ -202,14 +261,14 @@ class ExponentialSmoothing(_BetaSmoothing):
   ```
   """
 
-  def _log_prob(self, x):
+  def _log_density(self, x):
     beta = tf.convert_to_tensor(self.beta)
     return tf.math.log(beta) - beta * x - tf.math.log(-tf.math.expm1(-beta))
 
-  def _cdf(self, x):
+  def _cdf_inside(self, x):
     return tf.math.expm1(-self.beta * x) / tf.math.expm1(-self.beta)
 
-  def _survival_function(self, x):
+  def _survival_inside(self, x):
     # (e^{−βζ} − e^{−β}) / (1 − e^{−β}) = e^{−βζ} (e^{−β(1−ζ)} − 1) / (e^{−β} − 1): no cancellation.
     beta = tf.convert_to_tensor(self.beta)
     return tf.exp(-beta * x) * tf.math.expm1(-beta * (1. - x)) / tf.math.expm1(-beta)
@@ -244,9 +303,9 @@ class PowerSmoothing(_BetaSmoothing):
   ```
   """
 
-  def _log_prob(self, x):
+  def _log_density(self, x):
     beta = tf.convert_to_tensor(self.beta)
-    floor = np.finfo(dtype_util.as_numpy_dtype(self.dtype)).epsneg
+    floor = np.finfo(self.dtype.as_numpy_dtype).epsneg
     return -tf.math.log(beta) + (tf.math.reciprocal(beta) - 1.) * tf.math.log(tf.maximum(x, floor))
 
   def _log_cdf_positive(self, x):
@@ -254,11 +313,11 @@ class PowerSmoothing(_BetaSmoothing):
     positive = x > 0.
     return positive, tf.math.log(tf.where(positive, x, 1.)) / self.beta
 
-  def _cdf(self, x):
+  def _cdf_inside(self, x):
     positive, log_cdf = self._log_cdf_positive(x)
     return tf.where(positive, tf.exp(log_cdf), 0.)
 
-  def _survival_function(self, x):
+  def _survival_inside(self, x):
     positive, log_cdf = self._log_cdf_positive(x)
     return tf.where(positive, -tf.math.expm1(log_cdf), 1.)
 
@@ -278,7 +337,8 @@ class GaussianSmoothing(_Smoothing):
       r(ζ|0) = N(ζ; μ, σ²),      R(ζ|0) = Φ((ζ − μ)/σ),      ζ = μ + σ Φ⁻¹(u).
 
   DVAE# Gaussian smoothing uses μ = 0, σ = β^{−1/2}; the Gaussian-integral posterior uses
-  μ = δμ and a learned σ.
+  μ = δμ and a learned σ. Densities and quantiles are those of `tfd.Normal`; this class adds
+  the implicit gradient of its samples and the interface the overlapping mixture needs.
 
   ```python
   r = GaussianSmoothing(loc=0., scale=0.2)
@@ -296,15 +356,16 @@ class GaussianSmoothing(_Smoothing):
       dtype = dtype_util.common_dtype([loc, scale], dtype_hint=tf.float32)
       self._loc = tensor_util.convert_nonref_to_tensor(loc, dtype=dtype, name="loc")
       self._scale = tensor_util.convert_nonref_to_tensor(scale, dtype=dtype, name="scale")
+      self._normal = tfd.Normal(self._loc, self._scale)
       super().__init__(dtype=dtype,
-                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+                       reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
-    return dict(loc=parameter_properties.ParameterProperties(),
-                scale=parameter_properties.ParameterProperties(
+    return dict(loc=tfp.util.ParameterProperties(),
+                scale=tfp.util.ParameterProperties(
                     default_constraining_bijector_fn=lambda: _positive(dtype)))
 
   @property
@@ -315,20 +376,17 @@ class GaussianSmoothing(_Smoothing):
   def scale(self):
     return self._scale
 
-  def _z(self, x):
-    return (x - self.loc) / self.scale
+  def _log_density(self, x):
+    return self._normal.log_prob(x)
 
-  def _log_prob(self, x):
-    return -0.5 * tf.square(self._z(x)) - tf.math.log(self.scale) - 0.5 * np.log(2. * np.pi)
+  def _cdf_inside(self, x):
+    return self._normal.cdf(x)
 
-  def _cdf(self, x):
-    return special_math.ndtr(self._z(x))
-
-  def _survival_function(self, x):
-    return special_math.ndtr(-self._z(x))
+  def _survival_inside(self, x):
+    return self._normal.survival_function(x)
 
   def _quantile(self, p):
-    return self.loc + self.scale * tf.math.ndtri(p)
+    return self._normal.quantile(p)
 
   def _mean(self):
     return self.loc * tf.ones_like(self.scale)
@@ -349,7 +407,8 @@ class UniformExponentialSmoothing(_Smoothing):
   ```
   """
 
-  _positive_parameters = ("beta", "eps")
+  _positive_parameters = ("beta",)
+  _probability_parameters = ("eps",)
 
   def __init__(self, beta, eps=0.05, validate_args=False, allow_nan_stats=True,
                name="UniformExponentialSmoothing"):
@@ -360,17 +419,17 @@ class UniformExponentialSmoothing(_Smoothing):
       self._eps = tensor_util.convert_nonref_to_tensor(eps, dtype=dtype, name="eps")
       self._exponential = ExponentialSmoothing(self._beta, validate_args=validate_args)
       super().__init__(dtype=dtype,
-                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+                       reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
     return dict(
-        beta=parameter_properties.ParameterProperties(
+        beta=tfp.util.ParameterProperties(
             default_constraining_bijector_fn=lambda: _positive(dtype)),
-        eps=parameter_properties.ParameterProperties(
-            default_constraining_bijector_fn=sigmoid_bijector.Sigmoid))
+        eps=tfp.util.ParameterProperties(
+            default_constraining_bijector_fn=tfp.bijectors.Sigmoid))
 
   @property
   def beta(self):
@@ -380,21 +439,21 @@ class UniformExponentialSmoothing(_Smoothing):
   def eps(self):
     return self._eps
 
-  def _log_prob(self, x):
+  def _log_density(self, x):
     eps = tf.convert_to_tensor(self.eps)
     return tfp.math.log_add_exp(tf.math.log(eps),
                                 tf.math.log1p(-eps) + self._exponential.log_prob(x))
 
-  def _cdf(self, x):
+  def _cdf_inside(self, x):
     return self.eps * x + (1. - self.eps) * self._exponential.cdf(x)
 
-  def _survival_function(self, x):
+  def _survival_inside(self, x):
     return self.eps * (1. - x) + (1. - self.eps) * self._exponential.survival_function(x)
 
   def _draw(self, shape, seed):
-    component_seed, value_seed = samplers.split_seed(seed, salt="UniformExponentialSmoothing")
-    uniform = samplers.uniform(shape, dtype=self.dtype, seed=value_seed)
-    is_uniform = samplers.uniform(shape, dtype=self.dtype, seed=component_seed) < self.eps
+    component_seed, value_seed = tfp.random.split_seed(seed)
+    uniform = _uniform(shape, value_seed, self.dtype)
+    is_uniform = _uniform(shape, component_seed, self.dtype) < self.eps
     return tf.where(is_uniform, uniform, self._exponential.quantile(uniform))
 
   def _mean(self):
@@ -405,23 +464,18 @@ class UniformExponentialSmoothing(_Smoothing):
 # Relaxed posteriors q(ζ|x).
 # --------------------------------------------------------------------------------------------
 
-class _Relaxation(tfd.Distribution):
+class _Relaxation(_OnInterval):
   """What every relaxed posterior offers besides the distribution methods.
 
-  Subclasses provide `logits` and the smoothing terms `log_ratio` (b(ζ) of SPEC §3.1) and
-  `smoothing_log_prob` (the summands of c(ζ)).
+  Subclasses provide `logits`, the support `low`, `high`, and the smoothing terms `log_ratio`
+  (b(ζ) of SPEC §3.1) and `smoothing_log_prob` (the summands of c(ζ)), which are defined on the
+  support.
   """
 
   @property
   def logits(self):
     """The logits l of q(z=1|x) = σ(l)."""
     return self._logits
-
-  def _event_shape_tensor(self):
-    return tf.constant([], dtype=tf.int32)
-
-  def _event_shape(self):
-    return tf.TensorShape([])
 
   def conditional_probs(self, zeta, name="conditional_probs"):
     """q(z=1|ζ, x) = q r(ζ|1) / ((1 − q) r(ζ|0) + q r(ζ|1)) = σ(l + log r(ζ|1) − log r(ζ|0))."""
@@ -476,14 +530,14 @@ class OverlappingMixture(_Relaxation):
       self._smoothing = smoothing
       self._mirrored = mirrored
       super().__init__(dtype=smoothing.dtype,
-                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+                       reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
-    return dict(logits=parameter_properties.ParameterProperties(),
-                smoothing=parameter_properties.BatchedComponentProperties())
+    return dict(logits=tfp.util.ParameterProperties(),
+                smoothing=tfp.util.BatchedComponentProperties())
 
   @property
   def smoothing(self):
@@ -493,6 +547,18 @@ class OverlappingMixture(_Relaxation):
   @property
   def mirrored(self):
     return self._mirrored
+
+  @property
+  def low(self):
+    """Lower end of the support: the lower of those of r(ζ|0) and r(ζ|1)."""
+    low, high = self.smoothing.low, self.smoothing.high
+    return min(low, 1. - high if self._mirrored else low + 1.)
+
+  @property
+  def high(self):
+    """Upper end of the support: the higher of those of r(ζ|0) and r(ζ|1)."""
+    low, high = self.smoothing.low, self.smoothing.high
+    return max(high, 1. - low if self._mirrored else high + 1.)
 
   def _to_component_zero(self, x):
     """The argument at which r(·|0) evaluates r(x|1)."""
@@ -509,19 +575,19 @@ class OverlappingMixture(_Relaxation):
       return self.smoothing.log_prob(zeta) * tf.ones_like(self.logits)
 
   def log_ratio(self, zeta, name="log_ratio"):
-    """b(ζ) = log r(ζ|z=1) − log r(ζ|z=0), elementwise."""
+    """b(ζ) = log r(ζ|z=1) − log r(ζ|z=0), elementwise (NaN where both densities vanish)."""
     with tf.name_scope(name):
       zeta = tf.convert_to_tensor(zeta, dtype=self.dtype)
       return (self.smoothing.log_prob(self._to_component_zero(zeta))
               - self.smoothing.log_prob(zeta)) * tf.ones_like(self.logits)
 
-  def _log_prob(self, x):
+  def _log_density(self, x):
     logits = tf.convert_to_tensor(self.logits)
     return tfp.math.log_add_exp(
         -tf.nn.softplus(logits) + self.smoothing.log_prob(x),
         -tf.nn.softplus(-logits) + self.smoothing.log_prob(self._to_component_zero(x)))
 
-  def _cdf(self, x):
+  def _cdf_inside(self, x):
     logits = tf.convert_to_tensor(self.logits)
     cdf_zero = self.smoothing.cdf(x)
     cdf_one = self._component_one_cdf(x)
@@ -532,14 +598,10 @@ class OverlappingMixture(_Relaxation):
                     cdf_one - tf.sigmoid(-logits) * (cdf_one - cdf_zero))
 
   def _draw(self, shape, seed):
-    bernoulli_seed, smoothing_seed = samplers.split_seed(seed, salt="OverlappingMixture")
-    z = samplers.uniform(shape, dtype=self.dtype, seed=bernoulli_seed) < tf.sigmoid(self.logits)
+    bernoulli_seed, smoothing_seed = tfp.random.split_seed(seed)
+    z = _uniform(shape, bernoulli_seed, self.dtype) < tf.sigmoid(self.logits)
     zeta0 = self.smoothing._draw(shape, smoothing_seed)  # pylint: disable=protected-access
     return tf.where(z, 1. - zeta0 if self._mirrored else 1. + zeta0, zeta0)
-
-  def _sample_n(self, n, seed=None):
-    shape = ps.concat([[n], self.batch_shape_tensor()], axis=0)
-    return _implicitly_reparameterized(self, self._draw(shape, seed))
 
   def _mean(self):
     q = tf.sigmoid(self.logits)
@@ -565,7 +627,7 @@ class SpikeAndExponential(_Relaxation):
   and zero on the spike.
 
   Densities are with respect to the measure δ₀ + Lebesgue: `log_prob` is log(1 − q) at ζ = 0 (the
-  spike's mass) and log q + log r(ζ|1) for ζ > 0. Likewise `smoothing_log_prob` is log r(ζ|0) =
+  spike's mass), log q + log r(ζ|1) for 0 < ζ ≤ 1 and −∞ outside [0, 1]. Likewise `smoothing_log_prob` is log r(ζ|0) =
   0 at ζ = 0 and log 0 for ζ > 0, and `log_ratio` is −log 0 for ζ > 0 and log 0 at ζ = 0, with log 0
   represented by the finite −1e30; `conditional_probs` is therefore exactly 1[ζ > 0].
 
@@ -584,19 +646,21 @@ class SpikeAndExponential(_Relaxation):
       self._beta = tensor_util.convert_nonref_to_tensor(beta, dtype=dtype, name="beta")
       self._exponential = ExponentialSmoothing(self._beta, validate_args=validate_args)
       super().__init__(dtype=dtype,
-                       reparameterization_type=reparameterization.FULLY_REPARAMETERIZED,
+                       reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                        validate_args=validate_args, allow_nan_stats=allow_nan_stats,
                        parameters=parameters, name=name)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
-    return dict(logits=parameter_properties.ParameterProperties(),
-                beta=parameter_properties.ParameterProperties(
+    return dict(logits=tfp.util.ParameterProperties(),
+                beta=tfp.util.ParameterProperties(
                     default_constraining_bijector_fn=lambda: _positive(dtype)))
 
   @property
   def beta(self):
     return self._beta
+
+  _positive_parameters = ("beta",)
 
   def _probs(self):
     return tf.clip_by_value(tf.sigmoid(self.logits), _SPIKE_PROB_CLIP, 1. - _SPIKE_PROB_CLIP)
@@ -615,26 +679,26 @@ class SpikeAndExponential(_Relaxation):
       log_zero = tf.constant(_LOG_ZERO, self.dtype)
       return tf.where(zeta > 0., -log_zero, log_zero) * tf.ones_like(self.logits)
 
-  def _log_prob(self, x):
+  def _log_density(self, x):
     q = self._probs()
     return tf.where(x > 0., tf.math.log(q) + self._exponential.log_prob(1. - x),
                     tf.math.log1p(-q))
 
-  def _cdf(self, x):
+  def _cdf_inside(self, x):
     q = self._probs()
     return 1. - q + q * self._exponential.survival_function(1. - x)
 
   def _sample_n(self, n, seed=None):
     q = self._probs()
     beta = tf.convert_to_tensor(self.beta)
-    shape = ps.concat([[n], self.batch_shape_tensor()], axis=0)
-    v = samplers.uniform(shape, dtype=self.dtype, seed=seed)
+    shape = tf.concat([[n], self.batch_shape_tensor()], axis=0)
+    v = _uniform(shape, seed, self.dtype)
     slab = v < q
     # t = (ρ − 1 + q)/q ∈ (0, 1] on the slab; the spike branch gets t = 1 so that its unused
     # value and gradient stay finite. (1/β) log(1 + (e^β − 1) t) = 1 + (1/β) log(t + (1 − t) e^{−β})
     # never overflows, and q − v is exact where v is close to q.
     t = tf.where(slab, (q - v) / q, 1.)
-    return tf.where(slab, 1. + tf.math.log(t + (1. - t) * tf.exp(-beta)) / beta, 0.)
+    return self._clip(tf.where(slab, 1. + tf.math.log(t + (1. - t) * tf.exp(-beta)) / beta, 0.))
 
   def _mean(self):
     return self._probs() * (1. - self._exponential.mean())
@@ -644,11 +708,12 @@ class SpikeAndExponential(_Relaxation):
 # Entry points.
 # --------------------------------------------------------------------------------------------
 
-def _check_beta(name, beta):
-  if beta is None:
-    raise ValueError(f"{name!r} needs beta, a positive number or float tensor; got None.")
-  if isinstance(beta, (int, float, np.number)) and not beta > 0:
-    raise ValueError(f"beta must be a positive number (β > 0); got {beta!r}.")
+def _check_positive(name, key, value):
+  """β, σ given as Python numbers are checked here, whatever `validate_args` says."""
+  if value is None:
+    raise ValueError(f"{name!r} needs {key}, a positive number or float tensor; got None.")
+  if isinstance(value, (int, float, np.number)) and not 0 < value < np.inf:
+    raise ValueError(f"{key} must be a positive finite number; got {value!r}.")
 
 
 def _check_keywords(name, kw, allowed):
@@ -657,12 +722,15 @@ def _check_keywords(name, kw, allowed):
     raise ValueError(f"Unknown argument(s) {unknown} for {name!r}; allowed: {sorted(allowed)}.")
 
 
-def smoothing(name, beta, **kw):
+def smoothing(name, beta, validate_args=False, **kw):
   """The smoothing distribution r(ζ|z=0) of family `name`, parameterized by β (SPEC §2).
 
   Args:
     name: one of "exponential", "power", "gaussian" (N(0, 1/β)), "uniform_exponential".
     beta: positive float or float tensor, the sharpness β.
+    validate_args: Python bool; if True, tensor parameters are checked by assertion ops
+      (for "gaussian", through σ = β^{−1/2}), and so are the points given to `log_prob`/`cdf`.
+      False by default, as in TFP: Python numbers are checked here regardless.
     **kw: `eps` (default 0.05, in (0, 1)) for "uniform_exponential"; nothing for the others.
 
   Returns:
@@ -670,26 +738,28 @@ def smoothing(name, beta, **kw):
     bounds `low`, `high`.
 
   Raises:
-    ValueError: unknown name or keyword, β ≤ 0, ε outside (0, 1).
+    ValueError: unknown name or keyword, β ≤ 0, ε outside (0, 1) (Python numbers).
+    tf.errors.InvalidArgumentError: the same for tensors, with `validate_args=True`.
   """
   if name not in SMOOTHINGS:
     raise ValueError(f"Unknown smoothing {name!r}; allowed values: {', '.join(SMOOTHINGS)}.")
-  _check_beta(name, beta)
+  _check_positive(name, "beta", beta)
   _check_keywords(name, kw, ("eps",) if name == "uniform_exponential" else ())
   if name == "exponential":
-    return ExponentialSmoothing(beta)
+    return ExponentialSmoothing(beta, validate_args=validate_args)
   if name == "power":
-    return PowerSmoothing(beta)
+    return PowerSmoothing(beta, validate_args=validate_args)
   if name == "gaussian":
     beta = tf.convert_to_tensor(beta, dtype_hint=tf.float32)
-    return GaussianSmoothing(loc=tf.zeros([], beta.dtype), scale=tf.math.rsqrt(beta))
+    return GaussianSmoothing(loc=tf.zeros([], beta.dtype), scale=tf.math.rsqrt(beta),
+                             validate_args=validate_args)
   eps = kw.get("eps", 0.05)
   if isinstance(eps, (int, float, np.number)) and not 0 < eps < 1:
     raise ValueError(f"eps must lie in the open interval (0, 1); got {eps!r}.")
-  return UniformExponentialSmoothing(beta, eps=eps)
+  return UniformExponentialSmoothing(beta, eps=eps, validate_args=validate_args)
 
 
-def posterior(name, logits, beta=None, **kw):
+def posterior(name, logits, beta=None, validate_args=False, **kw):
   """The relaxed posterior q(ζ|x) for Bernoulli logits `logits` (batch shape = logits' shape).
 
   Args:
@@ -698,32 +768,35 @@ def posterior(name, logits, beta=None, **kw):
       components N(ζ; z + δμ, σ²)).
     logits: float tensor, the logits l of q(z=1|x).
     beta: positive float or tensor; required by all but "shifted_gaussian", which ignores it.
+    validate_args: Python bool, as for `smoothing`; reaches the smoothing too. False by default.
     **kw: `eps` for "uniform_exponential"; `delta_mu` (default 0) and `scale` (σ, required) for
       "shifted_gaussian", tensors broadcastable to `logits`.
 
   Returns:
     A distribution with `sample`, `log_prob`, `prob`, `cdf`, `log_ratio`, `smoothing_log_prob`,
-    `conditional_probs`, `discrete()` and `logits`; `sample` has implicit reparameterization
-    gradients to `logits`, β, `delta_mu` and `scale`.
+    `conditional_probs`, `discrete()`, `logits` and support bounds `low`, `high`; `sample` has
+    implicit reparameterization gradients to `logits`, β, `delta_mu` and `scale`.
 
   Raises:
-    ValueError: unknown name or keyword, β ≤ 0, missing `scale`.
+    ValueError: unknown name or keyword, missing β or `scale`, β ≤ 0 or σ ≤ 0 (Python numbers).
+    tf.errors.InvalidArgumentError: invalid tensor parameters, with `validate_args=True`.
   """
   if name not in POSTERIORS:
     raise ValueError(f"Unknown posterior {name!r}; allowed values: {', '.join(POSTERIORS)}.")
   if name == "shifted_gaussian":
     _check_keywords(name, kw, ("delta_mu", "scale"))
-    if kw.get("scale") is None:
-      raise ValueError("'shifted_gaussian' needs scale (σ > 0), a float tensor broadcastable to "
-                       "logits.")
+    _check_positive(name, "scale", kw.get("scale"))
     logits = tf.convert_to_tensor(logits, dtype_hint=tf.float32)
     return OverlappingMixture(
         logits, GaussianSmoothing(loc=tf.cast(kw.get("delta_mu", 0.), logits.dtype),
-                                  scale=tf.cast(kw["scale"], logits.dtype)),
-        mirrored=False)
-  _check_beta(name, beta)
+                                  scale=tf.cast(kw["scale"], logits.dtype),
+                                  validate_args=validate_args),
+        mirrored=False, validate_args=validate_args)
+  _check_positive(name, "beta", beta)
   if name == "spike_exp":
     _check_keywords(name, kw, ())
-    return SpikeAndExponential(logits, beta)
+    return SpikeAndExponential(logits, beta, validate_args=validate_args)
   logits = tf.convert_to_tensor(logits, dtype_hint=tf.float32)
-  return OverlappingMixture(logits, smoothing(name, tf.cast(beta, logits.dtype), **kw))
+  return OverlappingMixture(
+      logits, smoothing(name, tf.cast(beta, logits.dtype), validate_args=validate_args, **kw),
+      validate_args=validate_args)
