@@ -191,7 +191,7 @@ class _OnInterval(tfd.AutoCompositeTensorDistribution):
       if is_init == tensor_util.is_ref(value):
         continue
       upper = 1. if name in self._probability_parameters else np.inf
-      interval = "(0, 1)" if upper == 1. else "positive and finite"
+      interval = "in (0, 1)" if upper == 1. else "positive and finite"
       checks.append(tf.debugging.Assert(tf.reduce_all((value > 0.) & (value < upper)),
                                         [f"`{name}` must be {interval}; got", value]))
     return checks
@@ -559,6 +559,12 @@ class OverlappingMixture(_Relaxation):
     """Upper end of the support: the higher of those of r(ζ|0) and r(ζ|1)."""
     low, high = self.smoothing.low, self.smoothing.high
     return max(high, 1. - low if self._mirrored else high + 1.)
+
+  def _parameter_control_dependencies(self, is_init):
+    checks = list(super()._parameter_control_dependencies(is_init))
+    if not is_init:  # At construction the smoothing checked itself; variables are checked at use.
+      checks += self.smoothing._parameter_control_dependencies(is_init=False)  # pylint: disable=protected-access
+    return checks
 
   def _to_component_zero(self, x):
     """The argument at which r(·|0) evaluates r(x|1)."""

@@ -6,9 +6,12 @@ formulas alone; quadrature checks that they are consistent with each other, and 
 of the reference inverse CDF, found by bisection at the uniform ρ = F(ζ) the sample corresponds to.
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from scipy import integrate, special
 
 from dvae import relaxations
@@ -484,6 +487,215 @@ class PosteriorTest(tf.test.TestCase):
       relaxations.posterior("uniform_exponential", tf.zeros([2]), beta=5., epsilon=0.1)
     with self.assertRaisesRegex(ValueError, "scale"):
       relaxations.posterior("shifted_gaussian", tf.zeros([2]), delta_mu=0.)
+
+
+KINDS = ([("smoothing", name) for name in relaxations.SMOOTHINGS]
+         + [("posterior", name) for name in relaxations.POSTERIORS])
+
+
+def distribution(kind, name, logits, beta, validate_args=False):
+  """Smoothing or posterior `name` from tensors; the shifted Gaussian gets δμ = 0.1, σ = β/100."""
+  if kind == "smoothing":
+    return relaxations.smoothing(name, beta, validate_args=validate_args)
+  if name == "shifted_gaussian":
+    return relaxations.posterior(name, logits, delta_mu=tf.constant(0.1), scale=beta / 100.,
+                                 validate_args=validate_args)
+  return relaxations.posterior(name, logits, beta=beta, validate_args=validate_args)
+
+
+class SupportTest(tf.test.TestCase):
+  """Each distribution lives on the support of SPEC §2's table: [0, 1], or ℝ for the Gaussians."""
+
+  def test_log_prob_is_minus_infinity_outside_the_support_with_finite_gradients(self):
+    # Before: at ζ = 2 the power mixture gave log q = +12.4 and uniform+exponential +33.1.
+    outside = np.float32([-2., -0.5, -2.**-20, 1. + 2.**-23, 1.3, 2.])
+    inside = np.float32([0., 2.**-30, 0.5, 1.])
+    below, above = outside[:3], outside[3:]
+    logits = tf.constant([[-3.], [0.], [4.]])
+    beta = tf.constant(30.)
+    zeta = tf.constant(np.concatenate([outside, inside]))
+    for kind, name in KINDS:
+      bounded = name not in ("gaussian", "shifted_gaussian")
+      with tf.GradientTape(persistent=True) as tape:
+        tape.watch([logits, beta, zeta])
+        dist = distribution(kind, name, logits, beta)
+        log_prob = dist.log_prob(zeta)
+      label = f"{kind} {name}"
+      self.assertEqual((dist.low, dist.high), (0., 1.) if bounded else (-np.inf, np.inf))
+      values = np.broadcast_to(log_prob, [3, len(zeta)])
+      if bounded:
+        self.assertAllEqual(values[:, :6], np.full([3, 6], -np.inf), msg=label)
+        for method, points, expected in ((dist.prob, outside, 0.), (dist.cdf, below, 0.),
+                                         (dist.cdf, above, 1.),
+                                         (dist.survival_function, below, 1.),
+                                         (dist.survival_function, above, 0.)):
+          self.assertAllEqual(np.broadcast_to(method(points), [3, len(points)]),
+                              np.full([3, len(points)], expected), msg=f"{label} {method}")
+        self.assertAllEqual(tape.gradient(log_prob, zeta)[:6], np.zeros(6), msg=label)
+        self.assertTrue(np.all(np.isfinite(values[:, 6:])), msg=label)
+      else:
+        self.assertTrue(np.all(np.isfinite(values)), msg=label)
+      for source in (logits, beta, zeta):
+        grad = tape.gradient(log_prob, source)
+        if grad is not None:
+          self.assertTrue(np.all(np.isfinite(grad)), msg=f"{label} gradient")
+
+  def test_shifted_bounded_smoothing_lives_on_the_union_of_its_components(self):
+    # r(ζ|0) truncated exponential on [0, 1], r(ζ|1) = r(ζ − 1|0) on [1, 2]. Relative 1e-5 +
+    # absolute 1e-5 against float64; worst measured 2.2e-7.
+    logits = np.float32([-1., 2.])
+    q = relaxations.OverlappingMixture(logits, relaxations.ExponentialSmoothing(4.),
+                                       mirrored=False)
+    self.assertEqual((q.low, q.high), (0., 2.))
+    x = np.float32([-0.1, 0.3, 0.7, 1.5, 1.9, 2.1])[:, None]
+    pdf0 = lambda x: np.where((x >= 0.) & (x <= 1.), 4. * np.exp(-4. * x) / (1. - np.exp(-4.)),
+                              0.)
+    p = special.expit(logits.astype(np.float64))
+    x64 = x.astype(np.float64)
+    self.assertAllClose(q.log_prob(x), np.log((1. - p) * pdf0(x64) + p * pdf0(x64 - 1.)),
+                        rtol=1e-5, atol=1e-5)
+
+
+class ValidationTest(tf.test.TestCase):
+  """`validate_args` reaches every distribution through `smoothing()` and `posterior()`."""
+
+  def test_invalid_tensor_parameters_raise_with_validate_args_and_pass_silently_without(self):
+    logits = tf.zeros([3])
+    for kind, name in KINDS:
+      for value in (-1., 0., np.nan, np.inf):
+        beta = tf.constant(value)
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    "`(beta|scale)` must be positive and finite",
+                                    msg=f"{kind} {name} {value}"):
+          distribution(kind, name, logits, beta, validate_args=True)
+        distribution(kind, name, logits, beta)  # The default, validate_args=False, checks nothing.
+    for eps in (0., 1., 1.5):
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "`eps` must be in \\(0, 1\\)"):
+        relaxations.posterior("uniform_exponential", logits, beta=5., eps=tf.constant(eps),
+                              validate_args=True)
+
+  def test_invalid_parameters_raise_inside_tf_function(self):
+    @tf.function
+    def sample(beta):
+      return relaxations.posterior("power", tf.zeros([3]), beta=beta, validate_args=True).sample(
+          seed=[1, 2])
+
+    self.assertAllInRange(sample(tf.constant(3.)), 0., 1.)
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "`beta` must be positive"):
+      sample(tf.constant(-1.))
+
+  def test_variables_are_checked_at_use(self):
+    for build in (lambda b: relaxations.posterior("spike_exp", tf.zeros([3]), beta=b,
+                                                  validate_args=True),
+                  lambda b: relaxations.posterior("exponential", tf.zeros([3]), beta=b,
+                                                  validate_args=True),
+                  lambda b: relaxations.smoothing("power", b, validate_args=True)):
+      beta = tf.Variable(2.)
+      dist = build(beta)
+      dist.sample(seed=[1, 1])
+      beta.assign(-1.)
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "`beta` must be positive"):
+        dist.sample(seed=[1, 1])
+
+  def test_points_outside_the_support_raise_with_validate_args(self):
+    for kind, name in KINDS:
+      dist = distribution(kind, name, tf.zeros([3]), tf.constant(5.), validate_args=True)
+      if name in ("gaussian", "shifted_gaussian"):
+        self.assertTrue(np.all(np.isfinite(dist.log_prob(40.))))
+        continue
+      for method in (dist.log_prob, dist.cdf):
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "support \\[0.0, 1.0\\]"):
+          method(1.5)
+
+  def test_python_number_scale_is_checked_always(self):
+    for scale in (0., -0.2, float("nan")):
+      with self.assertRaisesRegex(ValueError, "scale"):
+        relaxations.posterior("shifted_gaussian", tf.zeros([2]), scale=scale)
+
+
+class CompositeTensorTest(tf.test.TestCase):
+  """The distributions are `CompositeTensor`s, like `tfd.Bernoulli`."""
+
+  def test_distributions_pass_into_and_out_of_tf_function(self):
+    @tf.function
+    def sample_and_return(dist):
+      return dist, dist.sample(2, seed=[4, 5])
+
+    logits = tf.constant([-1., 0.5, 3.])
+    for kind, name in KINDS:
+      dist = distribution(kind, name, logits, tf.constant(8.))
+      returned, sample = sample_and_return(dist)
+      self.assertIsInstance(returned, type(dist))
+      self.assertAllEqual(sample, dist.sample(2, seed=[4, 5]))
+      self.assertAllEqual(returned.log_prob(sample), dist.log_prob(sample))
+
+  def test_parameters_are_traced_inputs_and_a_posterior_can_be_returned(self):
+    @tf.function
+    def mean(q):
+      return q.mean()
+
+    @tf.function
+    def build(logits, beta):
+      return relaxations.posterior("uniform_exponential", logits, beta=beta)
+
+    first = relaxations.posterior("power", tf.constant([0., 1.]), beta=tf.constant(4.))
+    second = relaxations.posterior("power", tf.constant([2., -3.]), beta=tf.constant(9.))
+    self.assertAllClose(mean(first), first.mean())
+    self.assertAllClose(mean(second), second.mean())
+    self.assertEqual(mean.experimental_get_tracing_count(), 1)
+    q = build(tf.constant([0.5, -1.]), tf.constant(8.))
+    self.assertIsInstance(q, relaxations.OverlappingMixture)
+    self.assertAllEqual(q.logits, [0.5, -1.])
+    self.assertAllClose(q.smoothing.eps, 0.05)
+    self.assertAllClose(q.mean(), relaxations.posterior(
+        "uniform_exponential", tf.constant([0.5, -1.]), beta=8.).mean())
+
+
+class PublicApiTest(tf.test.TestCase):
+
+  def test_draws_are_inverse_cdfs_of_public_stateless_uniforms(self):
+    """The noise is `tf.random.stateless_uniform` at seeds from `tfp.random.split_seed` (unsalted).
+
+    TFP's salted seed splitting, which draws differently across TFP versions, plays no part. Each
+    draw is checked through the float64 CDF of SPEC §2: F(ζ) equals the uniform it was drawn
+    from, to 2e-6 (float32 rounding of ζ times a density ≤ β/(1 − e^{−β}) ≈ 10); worst measured
+    3.0e-7.
+    """
+    seed = tf.constant([3, 9], tf.int32)
+    logits = np.float32([-2., 0., 1.5, 5.])
+    beta, eps, shape = 10., 0.05, [500, 4]
+    q = special.expit(logits.astype(np.float64))
+    tiny = np.finfo(np.float32).tiny
+    exponential_cdf = ref_smoothing("exponential", beta)[1]
+
+    def uniform(seed, minval=0.):
+      return tf.random.stateless_uniform(shape, seed=seed, minval=minval).numpy().astype(np.float64)
+
+    def smoothing_draw(name):
+      """ζ₀ = ζ or 1 − ζ, the draw of r(·|0) inside a posterior sample, with z from its uniform."""
+      zeta = relaxations.posterior(name, logits, beta=beta).sample(500, seed).numpy()
+      z = uniform(bernoulli_seed) < q
+      return np.where(z, 1. - zeta.astype(np.float64), zeta)
+
+    bernoulli_seed, smoothing_seed = tfp.random.split_seed(seed)
+    self.assertAllClose(exponential_cdf(smoothing_draw("exponential")),
+                        uniform(smoothing_seed, tiny), atol=2e-6)
+    component_seed, value_seed = tfp.random.split_seed(smoothing_seed)
+    zeta0, value = smoothing_draw("uniform_exponential"), uniform(value_seed)
+    self.assertAllClose(np.where(uniform(component_seed) < eps, zeta0, exponential_cdf(zeta0)),
+                        value, atol=2e-6)
+    zeta = relaxations.posterior("spike_exp", logits, beta=beta).sample(500, seed).numpy()
+    v = uniform(seed)
+    self.assertAllEqual(zeta == 0., v >= q)
+    spike_cdf = ref_posterior("spike_exp", logits, beta)[1]
+    self.assertAllClose(np.where(v < q, spike_cdf(zeta.astype(np.float64)), 1. - v), 1. - v,
+                        atol=2e-6)
+
+  def test_private_tfp_modules_are_imported_in_one_commented_block(self):
+    source = pathlib.Path(relaxations.__file__).read_text()
+    private = [line for line in source.splitlines() if "tensorflow_probability.python" in line]
+    self.assertEqual(private, ["from tensorflow_probability.python.internal import dtype_util",
+                               "from tensorflow_probability.python.internal import tensor_util"])
 
 
 def sample_with_gradients(name, params, beta, seed, compiled=True):
