@@ -123,7 +123,7 @@ def _implicitly_reparameterized(dist, draw):
 
 
 # --------------------------------------------------------------------------------------------
-# Smoothing families r(ζ|z=0).
+# What every distribution here shares: a scalar on an interval.
 # --------------------------------------------------------------------------------------------
 
 class _OnInterval(tfd.AutoCompositeTensorDistribution):
@@ -131,13 +131,13 @@ class _OnInterval(tfd.AutoCompositeTensorDistribution):
 
   Subclasses give the log density `_log_density` and the distribution function `_cdf_inside`
   (and, where 1 − F loses accuracy, `_survival_inside`) for points of the interval, and `_draw`,
-  samples before the implicit gradient is attached. This class makes `log_prob` −∞ outside the
-  interval, evaluating the density only at points clipped into it so that gradients stay finite
-  on both branches of the `where`; makes F 0 below and 1 above the interval; puts draws that
-  rounding carried past an end back onto it; and, under `validate_args`, checks the parameters
-  named in
-  `_positive_parameters` (positive and finite) and `_probability_parameters` (in (0, 1)) and
-  that points given to `log_prob`/`cdf` lie in the interval.
+  samples before the implicit gradient is attached (or `_sample_n`, for a gradient of their
+  own). This class makes `log_prob` −∞ outside the interval, evaluating the density only at
+  points clipped into it so that gradients stay finite on both branches of the `where`; makes F
+  0 below and 1 above the interval; puts draws that rounding carried past an end back onto it;
+  and, under `validate_args`, checks the parameters named in `_positive_parameters` (positive and
+  finite) and `_probability_parameters` (in (0, 1)), and that points given to `log_prob`/`cdf`
+  lie in the interval.
   """
 
   _low = 0.
@@ -203,6 +203,10 @@ class _OnInterval(tfd.AutoCompositeTensorDistribution):
                                 [f"Points must lie in the support [{self.low}, {self.high}]; got",
                                  x])]
 
+
+# --------------------------------------------------------------------------------------------
+# Smoothing families r(ζ|z=0).
+# --------------------------------------------------------------------------------------------
 
 class _Smoothing(_OnInterval):
   """Scalar smoothing distribution r(ζ|z=0) with support [`low`, `high`].
