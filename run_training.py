@@ -1,6 +1,7 @@
 """Train and evaluate one DVAE configuration.
 
     python run_training.py --hparams=hparams/omniglot.json [--k=5 --baseline=dvaes_gi ...]
+    python run_training.py --help          (this text and every flag; --helpfull adds absl's)
 
 `--hparams` is a JSON file (a bare name is looked up in hparams/); every hparam is also a flag,
 and a flag overrides the file. Bad input (hparams, data, paths) ends with one line on stderr and
@@ -10,9 +11,9 @@ and keeps its last good checkpoint. Re-running the same command resumes the run.
 
 import contextlib
 import os
-import signal
 import sys
 import tempfile
+import textwrap
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,14 +28,28 @@ _FLAG_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: fla
 
 
 def _define_flags():
-  flags.DEFINE_string("hparams", None, "JSON file of hparams, or a bare name in hparams/.")
-  flags.DEFINE_boolean("overwrite", False, "Replace an existing --export_dir.")
+  flags.DEFINE_string("hparams", None, "JSON file of hparams, or a bare name in hparams/ "
+                      "(default: none, every hparam at its default).")
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing --export_dir (default false).")
   for name, hint in typing.get_type_hints(config.HParams).items():
-    if name in flags.FLAGS:
-      continue
     kind = next(t for t in (bool, int, float, str) if t in (hint, *typing.get_args(hint)))
-    _FLAG_DEFINERS.get(kind, flags.DEFINE_boolean)(
-        name, None, f"Overrides hparam `{name}` ({kind.__name__}).")
+    meaning = f"Hparam {name} ({kind.__name__}), overrides the file: {config.HELP[name]}."
+    if name in flags.FLAGS:  # --log_dir, which absl.logging defines; the hparam owns it here.
+      flags.FLAGS[name].help = meaning
+      continue
+    _FLAG_DEFINERS.get(kind, flags.DEFINE_boolean)(name, None, meaning)
+
+
+def _print_help(full):
+  """The module docstring and this program's flags (`full`: then every flag, absl's too)."""
+  print(__doc__)
+  print("Flags:")
+  for name in ["hparams", "overwrite", *typing.get_type_hints(config.HParams)]:
+    print(textwrap.fill(f"--{name}: {flags.FLAGS[name].help}", width=100,
+                        initial_indent="  ", subsequent_indent="      "))
+  if full:
+    print("\nAll flags, with absl's:")
+    print(flags.FLAGS.get_help())
 
 
 @contextlib.contextmanager
@@ -59,11 +74,6 @@ def _native_stderr_held_back():
       os.close(saved)
 
 
-def _interrupt(signum, frame):
-  del signum, frame  # A termination request is handled like Ctrl-C: save, then stop.
-  raise KeyboardInterrupt
-
-
 def _fail(message, status=2):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(status)
@@ -86,6 +96,9 @@ def _check_writable(directory):
 
 def main(argv):
   _define_flags()
+  if {"--help", "-h", "--helpshort", "--helpfull", "-?"} & set(argv[1:]):
+    _print_help(full="--helpfull" in argv[1:])
+    sys.exit(0)
   try:
     flags.FLAGS(argv)
   except flags.Error as e:
@@ -104,7 +117,7 @@ def main(argv):
   with _native_stderr_held_back():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.list_logical_devices()
-    from dvae import data, export, training  # pylint: disable=g-import-not-at-top
+    from dvae import callbacks, data, export, training  # pylint: disable=g-import-not-at-top
 
   run_directory = training.run_directory(hparams)
   _check_writable(run_directory)
@@ -119,21 +132,19 @@ def main(argv):
     print(note, flush=True)
   print(f"run directory: {run_directory}", flush=True)
 
-  trainer = training.Trainer(hparams, dataset, log=lambda line: print(line, flush=True))
-  signal.signal(signal.SIGTERM, _interrupt)
+  run = training.Run(hparams, dataset, log=lambda line: print(line, flush=True))
   try:
-    trainer.fit()
+    run.fit()
   except training.NonFiniteError as e:
     _fail(e, status=1)
-  except KeyboardInterrupt:
-    trainer.save_latest()
-    _fail(f"interrupted at step {trainer.step}; state saved, re-run to resume", status=130)
-  results = trainer.final_evaluation()
+  except callbacks.Interrupted as e:
+    _fail(f"{e}; state saved, re-run to resume", status=130)
+  results = run.final_evaluation()
   print(f"test NLL {results['test_nll']:.3f} (k={hparams.eval_iw_samples}), "
         f"val NLL {results['val_nll']:.3f}, results in "
         f"{os.path.join(run_directory, 'results.json')}", flush=True)
   if hparams.export_dir:
-    export.export_model(trainer.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite,
+    export.export_model(run.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite,
                         image_shape=dataset.image_shape)
     print(f"SavedModel written to {hparams.export_dir}", flush=True)
 

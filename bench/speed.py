@@ -147,11 +147,11 @@ def bench_training(args, k, sampler):
       struct="2-layer-nonlin", baseline="dvaes_power", k=k, sampler=sampler,
       log_dir=args.scratch, num_train_iter=1_000_000))
   dataset = data.load_dataset("binarized_mnist")
-  trainer = training.Trainer(hp, dataset, log=lambda _: None)
-  batches = trainer.batches(seed=0)
-  step = trainer._train_step  # pylint: disable=protected-access
+  model = training.Run(hp, dataset, log=lambda _: None).model
+  batches = data.train_dataset(dataset, hp.train_batch_size, seed=0)
   steps = 3 if args.quick else 20
-  seconds = best_time(lambda: [step(next(batches))["loss"].numpy() for _ in range(steps)],
+  # One epoch of `steps` steps through Keras's fit, as run_training.py trains.
+  seconds = best_time(lambda: model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0),
                       repeats=2 if args.quick else 3) / steps
   half = hp.latent_units * hp.num_latent_layers // 2
   network = network_shapes(hp, hp.train_batch_size * hp.k)
@@ -197,9 +197,9 @@ def bench_eval(args):
   hp, _ = config.load_hparams(None, dict(struct="4-layer-nonlin", baseline="dvaes_power",
                                          log_dir=args.scratch, num_train_iter=1_000_000))
   dataset = data.load_dataset("binarized_mnist")
-  trainer = training.Trainer(hp, dataset, log=lambda _: None)
+  model = training.Run(hp, dataset, log=lambda _: None).model
   images, samples = 100, 100 if args.quick else 1000
-  log_weights = tf.function(trainer.model.discrete_log_weights)
+  log_weights = tf.function(model.discrete_log_weights)
   batch = tf.constant(dataset.test[:images])
   seconds = best_time(lambda: log_weights(batch, samples, tf.constant([0, 1])).numpy(),
                       repeats=2 if args.quick else 3)
@@ -230,9 +230,10 @@ def bench_memory(args):
       "from dvae import config, data, training;"
       "hp, _ = config.load_hparams(None, dict(struct='2-layer-nonlin', log_dir={scratch!r},"
       " num_train_iter=1000000));"
-      "t = training.Trainer(hp, data.load_dataset('binarized_mnist'), log=lambda _: None);"
-      "b = t.batches(seed=0);"
-      "[t._train_step(next(b)) for _ in range({steps})];"
+      "d = data.load_dataset('binarized_mnist');"
+      "m = training.Run(hp, d, log=lambda _: None).model;"
+      "m.fit(data.train_dataset(d, hp.train_batch_size, seed=0), steps_per_epoch={steps},"
+      " verbose=0);"
       # VmHWM is the process's own peak: unlike ru_maxrss of a child, it does not count the
       # pages the child shared with this (large) process between fork and exec.
       "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"

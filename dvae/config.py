@@ -192,6 +192,61 @@ class HParams:
     return dataclasses.asdict(self)
 
 
+
+# What each hparam means and its default, for `run_training.py --help` (one entry per field).
+HELP = {
+    "dataset": f"data set: one of {', '.join(DATASETS)}, or the path of a .npz file of your own "
+               "(default binarized_mnist)",
+    "binarization": f"one of {', '.join(BINARIZATIONS)}: how grey levels become 0/1 (default: "
+                    "the data set's protocol, none for a file)",
+    "prior": f"the Boltzmann prior: one of {', '.join(PRIORS)}, the bipartite RBM or a machine "
+             "on that hardware graph (default rbm)",
+    "graph_size": "size of the hardware graph (default: the smallest that holds the latent "
+                  "units)",
+    "latent_units": "units per latent layer (default: the structure's, 200 or 100)",
+    "hidden_units": f"units per hidden layer of every MLP (default {HIDDEN_UNITS})",
+    "struct": f"latent layers × units and hidden layers: one of {', '.join(STRUCTURES)} "
+              "(default 2-layer-nonlin)",
+    "baseline": f"objective and relaxation: one of {', '.join(BASELINES)} (default dvaes_power)",
+    "k": "importance samples per training image; DVAE# baselines train the IW bound when k > 1 "
+         "(default 1)",
+    "beta": "smoothing sharpness β (for dvaes_gi the lower bound on λ) (default: the paper's "
+            "table for dataset, struct and baseline)",
+    "sampler": "sampler of the log Z gradient: pcd (persistent chains), pa (population "
+               "annealing) or dimod (a dimod sampler, see dimod_sampler) (default pa)",
+    "dimod_sampler": "with sampler=dimod: import path of a dimod sampler class, e.g. "
+                     "dwave.samplers.SimulatedAnnealingSampler (default: none)",
+    "dimod_sampler_args": "with sampler=dimod: JSON object of arguments to its sample() "
+                          "(default {})",
+    "sampler_inverse_temperature": "with sampler=dimod: inverse temperature of its samples "
+                                   "(default 1.0)",
+    "estimate_inverse_temperature": "with sampler=dimod: estimate the samples' effective "
+                                    "inverse temperature (default false)",
+    "num_chains": "persistent chains, or the population size of pa (default 1000)",
+    "num_sweeps": "Gibbs sweeps (pcd) or annealing steps (pa) per training step (default 40)",
+    "num_train_iter": "training steps T; the KL warm-up and learning-rate schedule scale with "
+                      "it (default 1000000)",
+    "train_batch_size": "training images per step (default 100)",
+    "eval_batch_size": "images per evaluation batch (default 1000 for MNIST, 269 for "
+                       "omniglot, for a file as many as fit in memory up to 1000)",
+    "eval_iw_samples": "importance samples per image of the final test evaluation (default 4000)",
+    "periodic_eval_iw_samples": "importance samples per image of the periodic evaluations and "
+                                "the final validation (default 100)",
+    "eval_every": "steps between evaluations (default 20000, or 10000 when num_train_iter ≤ "
+                  "100000)",
+    "base_lr": "base learning rate of the piecewise-constant schedule (default 0.003)",
+    "seed": "seed of all randomness: initialisation, data order, noise of every step "
+            "(default 0)",
+    "data_dir": "folder of one dataset's files (default: $DVAE_DATA_DIR/<dataset>, else the "
+                "embedded MNIST)",
+    "verify_data": "check data files against their published hashes (default true)",
+    "log_dir": "root of the run directories (default logs)",
+    "export_dir": "write a SavedModel of the best checkpoint here (default: none)",
+    "distribute": f"distribution strategy: one of {', '.join(DISTRIBUTE)} (default none)",
+    "checkpoint_every_steps": "steps between saves of the latest checkpoint (default 1000)",
+    "checkpoint_every_secs": "seconds between saves of the latest checkpoint (default 300)",
+}
+
 _FIELD_TYPES = typing.get_type_hints(HParams)
 _CHOICES = {"struct": tuple(STRUCTURES), "baseline": BASELINES, "sampler": SAMPLERS,
             "prior": PRIORS, "distribute": DISTRIBUTE, "binarization": BINARIZATIONS}

@@ -24,7 +24,8 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
   """Negative ELBO and negative IW log-likelihood, averaged over `images`, in nats.
 
   Args:
-    model: a `dvae.model.DVAE` (its `rbm.log_z` holds the log Z estimate to use).
+    model: a `dvae.model.DVAE`; its log Z is re-estimated first if it is not current
+      (`DVAE.ensure_current_log_z`).
     images: [N, D] binary float array.
     num_samples: k, importance samples per image.
     batch_size: images per batch.
@@ -34,6 +35,7 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
   Returns:
     dict with `neg_elbo` and `nll` (Python floats).
   """
+  model.ensure_current_log_z()
   if max_rows is None:
     max_rows = MAX_VALUES // np.shape(images)[1]
   chunk = max(1, min(num_samples, max_rows // batch_size))

@@ -16,27 +16,45 @@ or, for the DVAE# baselines with K > 1, the importance-weighted bound
 
     L_K(x) = E[log (1/K) Σ_k w_k],   log w_k = log p(x|ζ_k) + c(t) · (log p(ζ_k) − log q(ζ_k|x)),
 
-whose gradient is Σ_k softmax_k(log w) ∇ log w_k. c(t) = min(t / (0.3 T), 1) is the KL
-warm-up over the first 30% of the T training steps. The gradient of log Z comes from the
-prior's sampler through a surrogate (`dvae.rbm.RBM.train_log_z`).
+whose gradient is Σ_k softmax_k(log w) ∇ log w_k. c(t) is the KL warm-up, a schedule of the
+training step given to `compile` (the paper's is min(t / (0.3 T), 1), `kl_warm_up` below); the
+model knows nothing else about the run. The gradient of log Z comes from the prior's sampler
+through a surrogate (`dvae.rbm.RBM.train_log_z`).
+
+log Z. The value of log Z in the training loss is a running estimate for the current
+parameters θ_t: it starts at the exact (n1 + n2) log 2 of the zero-parameter RBM and at every
+step adds the importance-sampling estimate of log Z_t − log Z_{t−1} on the sampler's new states
+z_c ~ p_{θ_t} (drawn after the update θ_{t−1} → θ_t, so their noise did not choose it),
+
+    log Z_t − log Z_{t−1} = −log E_{p_t}[e^{E_t(z) − E_{t−1}(z)}]
+                          ≈ −log mean_c e^{E_t(z_c) − E_{t−1}(z_c)};
+
+every full estimate (`update_log_z`, AIS by default) re-anchors it. So the training loss is
+−(bound) + weight decay with a current log Z, never a stale one.
 
 Evaluation uses the discrete model: z ~ q(z|x) with binary z all the way down the
 hierarchy and log w = log p(x|z) − E(z) − log Z − log q(z|x), with log Z the stored
-estimate of `self.rbm.log_z`.
+estimate `self.rbm.log_z`. `evaluate` first re-estimates it when the prior's parameters have
+changed since the last estimate (`log_z_is_current`), so a reported NLL never uses a stale
+log Z.
 """
+
+import dataclasses
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from dvae import graphs, networks, priors, relaxations, samplers
+from dvae import config, graphs, networks, priors, relaxations, samplers
 from dvae.boltzmann import GraphBoltzmannMachine
 from dvae.rbm import RBM
 
 
-def kl_coefficient(step, num_train_iter):
-  """The KL warm-up c(t) = min(t / (0.3 T), 1)."""
-  return tf.minimum(tf.cast(step, tf.float32) / (0.3 * num_train_iter), 1.0)
+def kl_warm_up(num_train_iter):
+  """The paper's KL warm-up c(t) = min(t / (0.3 T), 1) for a run of T steps, as a schedule."""
+  return keras.optimizers.schedules.PolynomialDecay(
+      initial_learning_rate=0.0, decay_steps=max(1, int(0.3 * num_train_iter)),
+      end_learning_rate=1.0, power=1.0)
 
 
 def iw_log_mean_exp(log_w):
@@ -46,37 +64,51 @@ def iw_log_mean_exp(log_w):
   return tf.reduce_logsumexp(log_w, axis=-1) - tf.math.log(k)
 
 
+@keras.saving.register_keras_serializable(package="dvae")
 class DVAE(keras.Model):
   """A DVAE / DVAE++ / DVAE# model for binary vectors of D pixels (784 for 28×28 MNIST).
 
   Args:
-    hparams: a `dvae.config.HParams` (structure, widths, baseline, β, K, sampler, schedule, seed).
+    hparams: a `dvae.config.HParams`, or its dict (structure, widths, baseline, β, K, sampler,
+      seed); the run's schedule in it (steps, evaluation settings) is not read.
     train_mean: [D] per-pixel mean of the training split (x̄); it fixes D.
+
+  Metrics: training logs the epoch means of `loss` (−bound + weight decay, with the running
+  log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`; evaluation logs `loss`,
+  the importance-weighted NLL estimate −log (1/k) Σ_j w_j of the discrete model with
+  k = `eval_iw_samples` (so `val_loss` is the validation NLL, which `ModelCheckpoint` and
+  `EarlyStopping` minimise by default), and `neg_elbo`.
 
   Example:
 
   ```python
   hp, _ = dvae.config.load_hparams("quickstart")
   model = DVAE(hp, data.train_mean)
-  model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-3))
-  logs = model.train_step(x_batch)
+  model.compile(keras.optimizers.Adam(1e-3, epsilon=1e-3), kl_coefficient=kl_warm_up(10_000))
+  model.fit(batches, steps_per_epoch=1000, epochs=10, validation_data=valid_batches)
   ```
   """
 
   def __init__(self, hparams, train_mean, **kwargs):
-    super().__init__(name="dvae", **kwargs)
+    kwargs.setdefault("name", "dvae")
+    super().__init__(**kwargs)
+    if isinstance(hparams, dict):
+      hparams = config.HParams(**hparams)
     self.hparams = hparams
+    train_mean = np.asarray(train_mean, np.float32)
+    self.num_dims = int(train_mean.shape[0])
     self.relaxation = priors.RELAXATION_OF_BASELINE[hparams.baseline]
     self._shifted = self.relaxation == "shifted_gaussian"
     units = hparams.latent_units
     # Each network's initialisation has its own block of seeds, derived from the run's seed.
     seeds = [10 * (hparams.num_latent_layers + 1) * hparams.seed + 10 * i
              for i in range(hparams.num_latent_layers + 1)]
-    self.encoder_nets = [
-        networks.mlp(hparams.num_hidden, units * (2 if self._shifted else 1),
-                     name=f"encoder_{i}", seed=seeds[i], hidden_units=hparams.hidden_units)
-        for i in range(hparams.num_latent_layers)]
-    self.num_dims = int(np.shape(train_mean)[-1])
+    # One attribute per network and per scale (not a list): TensorFlow checkpoints see
+    # attributes, not the entries of a Keras-tracked list.
+    for i in range(hparams.num_latent_layers):
+      setattr(self, f"encoder_{i}", networks.mlp(
+          hparams.num_hidden, units * (2 if self._shifted else 1), name=f"encoder_{i}",
+          seed=seeds[i], hidden_units=hparams.hidden_units))
     self.decoder_net = networks.mlp(hparams.num_hidden, self.num_dims, name="decoder",
                                     seed=seeds[-1], hidden_units=hparams.hidden_units)
     num_latents = hparams.num_latent_layers * units
@@ -95,15 +127,45 @@ class DVAE(keras.Model):
                                    num_latent_layers=hparams.num_latent_layers)
     self.train_mean = self.add_weight(
         shape=[self.num_dims], trainable=False, name="train_mean",
-        initializer=keras.initializers.Constant(np.asarray(train_mean, np.float32)))
+        initializer=keras.initializers.Constant(train_mean))
     # The Gaussian-integral posterior learns σ = |0.2 s| + 0.05 per unit, s initialised to 1.
-    self.gi_scales = [
-        self.add_weight(shape=[units], initializer="ones", name=f"gi_scale_{i}")
-        for i in range(hparams.num_latent_layers)] if self._shifted else []
+    if self._shifted:
+      for i in range(hparams.num_latent_layers):
+        setattr(self, f"gi_scale_{i}",
+                self.add_weight(shape=[units], initializer="ones", name=f"gi_scale_{i}"))
+    # The prior's parameters at the last log Z estimate (zero: the initial log Z is exact).
+    self.log_z_parameters = self.add_weight(
+        shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
+        name="log_z_parameters")
+    # The running log Z of the training loss (module docstring) and the parameters it is for;
+    # replicas average their updates.
+    self.running_log_z = self.add_weight(
+        shape=[], initializer=keras.initializers.Constant(self.rbm.log_z.numpy()),
+        trainable=False, aggregation="mean", name="running_log_z")
+    self.running_log_z_parameters = self.add_weight(
+        shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
+        aggregation="only_first_replica", name="running_log_z_parameters")
     self.trains_iw = self.prior.trains_iw and hparams.k > 1
-    self._trackers = {name: keras.metrics.Mean(name=name) for name in (
-        "loss", "reconstruction", "kl", "weight_decay", "neg_elbo", "nll")}
+    self._train_trackers = {name: keras.metrics.Mean(name=name) for name in (
+        "loss", "reconstruction", "kl", "weight_decay")}
+    self._test_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "neg_elbo")}
+    self.kl_coefficient = lambda step: tf.constant(1.0)
+    self.eval_iw_samples = 100
     self._build_networks()
+
+  def get_config(self):
+    return {"name": self.name, "hparams": dataclasses.asdict(self.hparams),
+            "train_mean": self.train_mean.numpy().tolist()}
+
+  @property
+  def encoder_nets(self):
+    return [getattr(self, f"encoder_{i}") for i in range(self.hparams.num_latent_layers)]
+
+  @property
+  def gi_scales(self):
+    if not self._shifted:
+      return []
+    return [getattr(self, f"gi_scale_{i}") for i in range(self.hparams.num_latent_layers)]
 
   def _build_networks(self):
     width = self.num_dims
@@ -113,9 +175,39 @@ class DVAE(keras.Model):
     self.decoder_net.build((None, self.hparams.num_latent_layers * self.hparams.latent_units))
     self.built = True
 
+  def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100,
+              jit_compile=False, **kwargs):
+    """Keras's `compile`, plus the run's two settings the steps read.
+
+    Args:
+      optimizer: as for `keras.Model.compile` (its learning rate may be a schedule).
+      kl_coefficient: c(t), a number or a schedule of the optimizer step such as
+        `kl_warm_up(num_train_iter)`.
+      eval_iw_samples: k, importance samples per image in `test_step` (`evaluate`).
+      jit_compile: whole-step XLA; off by default (the sampler's loops are compiled on their
+        own).
+      **kwargs: the rest of `keras.Model.compile`'s arguments.
+    """
+    super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+    self._kl_schedule = kl_coefficient
+    self.kl_coefficient = (kl_coefficient if callable(kl_coefficient)
+                           else lambda step: tf.constant(float(kl_coefficient)))
+    self.eval_iw_samples = int(eval_iw_samples)
+
+  def get_compile_config(self):
+    compile_config = super().get_compile_config()
+    if compile_config is not None:
+      compile_config.update(kl_coefficient=keras.saving.serialize_keras_object(self._kl_schedule),
+                            eval_iw_samples=self.eval_iw_samples)
+    return compile_config
+
+  def compile_from_config(self, config):
+    self.compile(**keras.saving.deserialize_keras_object(config))
+    self.optimizer.build(self.trainable_variables)
+
   @property
   def metrics(self):
-    return list(self._trackers.values())
+    return [*self._train_trackers.values(), *self._test_trackers.values()]
 
   # --- The paper's pieces: encode, relax, decode. -------------------------------------------
 
@@ -168,9 +260,74 @@ class DVAE(keras.Model):
     _, z = self.encode(x, tf.constant([0, 0]), training=training, discrete=True)
     return tf.sigmoid(self.decode(tf.concat(z, axis=-1), training=training))
 
+  def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+             **kwargs):
+    """`keras.Model.export` with the input signature [None, D] float32: `serve(x)` gives the
+    reconstruction probabilities of `call`. `dvae.export.export_model` writes the SavedModel
+    with the encode, decode, sample and log-likelihood endpoints."""
+    if input_signature is None:
+      input_signature = [tf.TensorSpec([None, self.num_dims], tf.float32, name="x")]
+    return super().export(filepath, format=format, verbose=verbose,
+                          input_signature=input_signature, **kwargs)
+
   def generate(self, num_images):
     """Pixel probabilities σ(f(z)) of the first `num_images` states of the prior's chains."""
     return tf.sigmoid(self.decode(self.rbm.chains[:num_images]))
+
+  # --- log Z. --------------------------------------------------------------------------------
+
+  def _num_prior_parameters(self):
+    return sum(int(np.prod(v.shape)) for v in self.rbm.trainable_variables)
+
+  def _prior_parameters(self):
+    """The prior's trainable parameters as one flat vector."""
+    return tf.concat([tf.reshape(v, [-1]) for v in self.rbm.trainable_variables], axis=0)
+
+  def set_log_z(self, log_z, log_z_stderr=0.0):
+    """Records `log_z` (± stderr) as the log Z of the prior's current parameters."""
+    self.rbm.log_z.assign(log_z)
+    self.rbm.log_z_stderr.assign(log_z_stderr)
+    self.running_log_z.assign(log_z)
+    self.log_z_parameters.assign(self._prior_parameters())
+    self.running_log_z_parameters.assign(self._prior_parameters())
+
+  def update_log_z(self, method="ais", **kwargs):
+    """Estimates log Z for the current parameters (`dvae.rbm.RBM.update_log_z`) and records it;
+    returns (log_z, log_z_stderr)."""
+    log_z, stderr = self.rbm.update_log_z(method, **kwargs)
+    self.set_log_z(log_z, stderr)
+    return log_z, stderr
+
+  def log_z_is_current(self):
+    """Whether `rbm.log_z` was estimated (or set) for the prior's current parameters."""
+    return bool(tf.reduce_all(self.log_z_parameters == self._prior_parameters()))
+
+  def ensure_current_log_z(self):
+    """Re-estimates log Z (AIS) if the prior's parameters changed since the last estimate."""
+    if not self.log_z_is_current():
+      self.update_log_z("ais")
+
+  def _advance_running_log_z(self):
+    """Moves `running_log_z` to the current parameters with the sampler's states (module
+    docstring) and returns it."""
+    states = tf.stop_gradient(tf.convert_to_tensor(self.rbm.chains))
+    variables = [v.value for v in self.rbm.trainable_variables]
+    # E is linear in the parameters, so E_t(z) − E_{t−1}(z) is E's derivative along θ_t − θ_{t−1}.
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    steps = [tf.convert_to_tensor(v) - tf.reshape(previous, v.shape) for v, previous in zip(
+        variables, tf.split(self.running_log_z_parameters, sizes))]
+    with tf.autodiff.ForwardAccumulator(variables, steps) as accumulator:
+      energy = self.rbm.energy(states)
+    energy_change = accumulator.jvp(energy)
+    self.running_log_z.assign_add(-(tf.reduce_logsumexp(energy_change) - tf.math.log(
+        tf.cast(tf.shape(states)[0], tf.float32))))
+    self.running_log_z_parameters.assign(self._prior_parameters())
+    return self.running_log_z
+
+  def evaluate(self, *args, **kwargs):
+    """`keras.Model.evaluate` with a log Z estimated for the current parameters."""
+    self.ensure_current_log_z()
+    return super().evaluate(*args, **kwargs)
 
   # --- Objectives. ---------------------------------------------------------------------------
 
@@ -185,9 +342,7 @@ class DVAE(keras.Model):
     Returns a dict of scalars: `objective` (the bound to maximise, KL warm-up applied),
     `reconstruction` (−E log p(x|ζ)), `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL) and
     `log_z_surrogate` (the sampler's surrogate, whose gradient is ∂log Z/∂θ). log Z enters the
-    bound with the stored estimate as its value and the surrogate's gradient; the estimate is
-    refreshed at every evaluation, so between evaluations the reported loss is offset by the
-    change of log Z since the last one (the gradient is unaffected).
+    bound with the running estimate `running_log_z` as its value and the surrogate's gradient.
     """
     k = self.hparams.k
     encode_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -195,7 +350,8 @@ class DVAE(keras.Model):
     posteriors, zetas = self.encode(x, encode_seed, training=training)
     log_px = self.log_likelihood(x, tf.concat(zetas, axis=-1), training=training)
     surrogate = self.rbm.train_log_z(prior_seed)
-    log_z = tf.stop_gradient(self.rbm.log_z) + surrogate - tf.stop_gradient(surrogate)
+    log_z = (tf.stop_gradient(self._advance_running_log_z()) + surrogate
+             - tf.stop_gradient(surrogate))
     if self.trains_iw:
       log_q = tf.add_n([tf.reduce_sum(q.log_prob(zeta), axis=-1)
                         for q, zeta in zip(posteriors, zetas)])
@@ -214,8 +370,9 @@ class DVAE(keras.Model):
     return tf.add_n(self.losses) + self.rbm.weight_decay_loss()
 
   def train_step(self, data):
+    data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     step = self.optimizer.iterations
-    kl_coeff = kl_coefficient(step, self.hparams.num_train_iter)
+    kl_coeff = tf.cast(self.kl_coefficient(step), tf.float32)
     # Under a distribution strategy every replica draws its own noise, and the optimizer sums
     # the replicas' gradients, so each replica contributes 1/num_replicas of the loss.
     replica = tf.distribute.get_replica_context()
@@ -229,14 +386,10 @@ class DVAE(keras.Model):
     variables = self.trainable_variables
     grads = tape.gradient(replica_loss, variables)
     self.optimizer.apply(grads, variables)
-    logs = {"loss": loss, "reconstruction": terms["reconstruction"], "kl": terms["kl"],
-            "weight_decay": decay}
-    for name, value in logs.items():
-      self._trackers[name].update_state(value)
-    logs.update(log_z_surrogate=terms["log_z_surrogate"], kl_coefficient=kl_coeff,
-                grad_norm=tf.linalg.global_norm(grads),
-                learning_rate=tf.convert_to_tensor(self.optimizer.learning_rate))
-    return logs
+    for name, value in (("loss", loss), ("reconstruction", terms["reconstruction"]),
+                        ("kl", terms["kl"]), ("weight_decay", decay)):
+      self._train_trackers[name].update_state(value)
+    return {name: tracker.result() for name, tracker in self._train_trackers.items()}
 
   # --- Evaluation of the discrete model. -----------------------------------------------------
 
@@ -255,8 +408,8 @@ class DVAE(keras.Model):
     return tf.reshape(log_w, [-1, num_samples])
 
   def test_step(self, data):
-    log_w = self.discrete_log_weights(
-        data, self.hparams.periodic_eval_iw_samples, tf.constant([1, 0]))
-    self._trackers["neg_elbo"].update_state(-tf.reduce_mean(log_w, axis=-1))
-    self._trackers["nll"].update_state(-iw_log_mean_exp(log_w))
-    return {name: self._trackers[name].result() for name in ("neg_elbo", "nll")}
+    data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    log_w = self.discrete_log_weights(data, self.eval_iw_samples, tf.constant([1, 0]))
+    self._test_trackers["loss"].update_state(-iw_log_mean_exp(log_w))
+    self._test_trackers["neg_elbo"].update_state(-tf.reduce_mean(log_w, axis=-1))
+    return {name: tracker.result() for name, tracker in self._test_trackers.items()}

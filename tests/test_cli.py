@@ -121,6 +121,19 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRefused([f"--export_dir={export_dir}"], "--overwrite")
 
 
+class HelpTest(tf.test.TestCase):
+
+  def test_help_lists_every_flag_with_meaning_and_default(self):
+    from dvae import config  # pylint: disable=g-import-not-at-top
+    for flag in ("--help", "--helpfull"):
+      result = run_cli([flag], timeout=60)
+      self.assertEqual(result.returncode, 0, result.stderr)
+      for name in ["hparams", "overwrite", *config.HELP]:
+        match = re.search(rf"--(\[no\])?{name}: (.*?)(?=\n  --|\Z)", result.stdout, re.S)
+        self.assertIsNotNone(match, f"{flag} does not list --{name}")
+        self.assertRegex(match.group(2), r"\(default", f"--{name} has no default")
+
+
 class CommandLineRunTest(tf.test.TestCase):
 
   def test_flag_overrides_file_and_run_writes_results(self):
@@ -145,17 +158,18 @@ class CrashSafetyTest(tf.test.TestCase):
             "--eval_every=300", "--checkpoint_every_steps=20", *TINY]
     run = os.path.join(log_dir, "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
     env = dict(os.environ, DVAE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    # SIGKILL once the progress line of a given step appears: mid-training (100), as the
-    # evaluation at step 300 begins, and mid-training after that (500); each run resumes the
+    # SIGKILL once the progress line of a given step appears: mid-training (100), right after
+    # the evaluation at step 300, and mid-training after that (500); each run resumes the
     # previous one. Killing on progress rather than on a timer makes the test independent of
-    # the machine's speed.
+    # the machine's speed. An epoch of fit is gcd(300, 20, 600) = 20 steps, and Keras prints
+    # "Epoch e/30" as epoch e, which starts at step 20 (e - 1), begins.
     for kill_at in (100, 300, 500):
       process = subprocess.Popen(
           [sys.executable, os.path.join(REPO, "run_training.py"), *args], cwd=REPO, env=env,
           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
       for line in process.stdout:
-        match = re.match(r"step (\d+)/", line)
-        if match and int(match.group(1)) >= kill_at:
+        match = re.match(r"Epoch (\d+)/30", line)
+        if match and 20 * (int(match.group(1)) - 1) >= kill_at:
           process.send_signal(signal.SIGKILL)
           break
       process.wait()

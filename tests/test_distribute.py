@@ -22,20 +22,24 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import helpers
-    from dvae import training
+    from dvae import data, training
     dataset = helpers.synthetic_dataset()
     losses = {{}}
     for distribute in ("none", "mirrored"):
       hp = helpers.tiny_hparams({log_dir!r} + "/" + distribute, distribute=distribute,
                                 num_train_iter=1_000_000, base_lr=2e-2)
-      trainer = training.Trainer(hp, dataset, log=lambda _: None)
-      batches = trainer.batches(seed=0)
-      losses[distribute] = [float(trainer._train_step(next(batches))["loss"])
-                            for _ in range(30)]
-      losses[distribute + "_replicas"] = trainer.strategy.num_replicas_in_sync
+      run = training.Run(hp, dataset, log=lambda _: None)
+      # Epochs of one step: the history holds every step's loss.
+      history = run.model.fit(data.train_dataset(dataset, hp.train_batch_size, seed=0),
+                              steps_per_epoch=1, epochs=30, verbose=0)
+      losses[distribute] = history.history["loss"]
+      losses[distribute + "_replicas"] = run.strategy.num_replicas_in_sync
       if distribute == "mirrored":
-        chains = trainer.strategy.experimental_local_results(trainer.model.rbm.chains.value)
+        chains = run.strategy.experimental_local_results(run.model.rbm.chains.value)
         losses["chains_differ"] = bool(tf.reduce_any(chains[0] != chains[1]))
+        # The evaluation after mirrored training scores with a log Z of the final parameters.
+        run.model.evaluate(data.eval_dataset(dataset.valid, 10), verbose=0)
+        losses["log_z_current"] = run.model.log_z_is_current()
     print(json.dumps(losses))
 """)
 
@@ -58,6 +62,7 @@ class MirroredTrainingTest(tf.test.TestCase):
     self.assertLess(relative.max(), 0.05)
     self.assertLess(relative.mean(), 0.02)
     self.assertTrue(losses["chains_differ"], "each replica should keep its own chains")
+    self.assertTrue(losses["log_z_current"])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from absl.testing import parameterized
 from scipy.special import logsumexp
 
 import helpers
-from dvae import config, evaluation, training
+from dvae import config, data, evaluation, training
 from dvae.model import DVAE, iw_log_mean_exp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +21,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _quiet(_):
   pass
+
+
+def _fit_epochs(model, dataset, epochs, steps, seed=0):
+  """Fits `epochs` × `steps` steps; returns the epoch means of the loss."""
+  batches = data.train_dataset(dataset, model.hparams.train_batch_size, seed=seed)
+  history = model.fit(batches, steps_per_epoch=steps, epochs=epochs, shuffle=False, verbose=0)
+  return history.history["loss"]
 
 
 class TrainingTest(tf.test.TestCase, parameterized.TestCase):
@@ -33,13 +40,12 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline=baseline, k=k, struct=struct,
                               num_train_iter=1_000_000, base_lr=2e-2)
     dataset = helpers.synthetic_dataset()
-    trainer = training.Trainer(hp, dataset, log=_quiet)
-    self.assertEqual(trainer.model.trains_iw, baseline.startswith("dvaes") and k > 1)
-    batches = trainer.batches(seed=0)
-    losses = [float(trainer._train_step(next(batches))["loss"]) for _ in range(40)]
+    run = training.Run(hp, dataset, log=_quiet)
+    self.assertEqual(run.model.trains_iw, baseline.startswith("dvaes") and k > 1)
+    losses = _fit_epochs(run.model, dataset, epochs=4, steps=10)
     self.assertTrue(np.all(np.isfinite(losses)), losses)
-    self.assertLess(np.mean(losses[-10:]), np.mean(losses[:10]) - 1.0)
-    results = trainer.final_evaluation()
+    self.assertLess(losses[-1], losses[0] - 1.0)
+    results = run.final_evaluation()
     with open(os.path.join(training.run_directory(hp), "results.json")) as f:
       self.assertEqual(json.load(f)["steps"], 40)
     for key in ("val_nll", "test_nll", "val_neg_elbo", "test_neg_elbo", "log_z"):
@@ -51,33 +57,42 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     for run in range(2):
       hp = helpers.tiny_hparams(os.path.join(self.get_temp_dir(), str(run)), seed=7,
                                 baseline="dvaes_gi", k=2)
-      trainer = training.Trainer(hp, dataset, log=_quiet)
-      batches = trainer.batches(seed=0)
-      trajectories.append([float(trainer._train_step(next(batches))["loss"])
-                           for _ in range(5)])
+      model = training.Run(hp, dataset, log=_quiet).model
+      trajectories.append(_fit_epochs(model, dataset, epochs=5, steps=1))
     self.assertAllEqual(trajectories[0], trajectories[1])
 
   def test_training_step_traces_once(self):
-    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=30, eval_every=15)
-    trainer = training.Trainer(hp, helpers.synthetic_dataset(), log=_quiet)
-    trainer.fit()
-    self.assertEqual(trainer._train_step.experimental_get_tracing_count(), 1)
-
-  def test_fit_resumes_from_latest_checkpoint(self):
-    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=12, eval_every=12,
+    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=30, eval_every=15,
                               checkpoint_every_steps=5)
+    run = training.Run(hp, helpers.synthetic_dataset(), log=_quiet)
+    traces = []
+    train_step = run.model.train_step
+
+    def counted(batch):
+      traces.append(1)  # Python runs only while tf.function traces.
+      return train_step(batch)
+
+    run.model.train_step = counted
+    run.fit(verbose=0)
+    self.assertEqual(run.step, 30)
+    self.assertLen(traces, 1)
+
+  def test_run_resumed_mid_epoch_finishes_with_the_same_chains_and_evaluations(self):
+    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=12, eval_every=12,
+                              checkpoint_every_steps=6)
     dataset = helpers.synthetic_dataset()
-    first = training.Trainer(hp, dataset, log=_quiet)
-    batches = first.batches(seed=0)
-    for _ in range(7):
-      first._train_step(next(batches))
+    first = training.Run(hp, dataset, log=_quiet)
+    _fit_epochs(first.model, dataset, epochs=1, steps=7)
     first.save_latest()
     chains = first.model.rbm.chains.numpy()
-    second = training.Trainer(hp, dataset, log=_quiet)
+    second = training.Run(hp, dataset, log=_quiet)
     self.assertEqual(second.restore_latest(), 7)
     self.assertAllEqual(second.model.rbm.chains.numpy(), chains)
-    second.fit()
+    second.fit(verbose=0)
     self.assertEqual(second.step, 12)
+    with open(os.path.join(training.run_directory(hp), "eval_history.jsonl")) as f:
+      self.assertEqual([json.loads(line)["step"] for line in f], [12])
+    self.assertEqual(int(second.best_step.numpy()), 12)
 
 
 class LikelihoodTest(tf.test.TestCase):
@@ -92,7 +107,7 @@ class LikelihoodTest(tf.test.TestCase):
     rbm.w.assign(rng.normal(0, 0.05, rbm.w.shape))
     rbm.b1.assign(rng.normal(0, 0.5, rbm.b1.shape))
     rbm.b2.assign(rng.normal(0, 0.5, rbm.b2.shape))
-    rbm.update_log_z("ais", num_betas=200, num_samples=256, seed=[1, 2])
+    self.model.update_log_z("ais", num_betas=200, num_samples=256, seed=[1, 2])
 
   def test_iw_bound_is_at_least_elbo_for_the_same_samples(self):
     log_w = self.model.discrete_log_weights(tf.constant(self.dataset.valid), 50, [0, 1])
@@ -138,7 +153,7 @@ class ExactLikelihoodTest(tf.test.TestCase):
     halves = np.array(list(itertools.product([0, 1], repeat=4)), np.float64)
     log_z = logsumexp(halves @ b1[:, None] + (halves @ b2)[None, :]
                       + halves @ w[:, :4] @ halves.T)
-    rbm.log_z.assign(log_z)
+    model.set_log_z(log_z)
     encoder = model.encoder_nets[0].layers[-1]
     kernel, bias = encoder.get_weights()
     free = np.zeros(200, bool)
@@ -173,7 +188,7 @@ class ExportTest(tf.test.TestCase):
     dataset = helpers.synthetic_dataset(num_eval=5)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaes_gi", struct="2-layer-nonlin")
     model = DVAE(hp, dataset.train_mean)
-    model.rbm.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
+    model.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
     path = os.path.join(self.get_temp_dir(), "export")
     export.export_model(model, path)
     with self.assertRaises(export.ExportDirExistsError):

@@ -1,12 +1,16 @@
 """Numerical safety: non-finite training stops cleanly, extreme inputs stay finite."""
 
 import dataclasses
+import os
+import signal
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
 import helpers
+from dvae import callbacks as callbacks_lib
 from dvae import config, training
 from dvae.model import DVAE
 
@@ -20,28 +24,53 @@ class NonFiniteTrainingTest(tf.test.TestCase):
   def test_nan_stops_training_naming_step_and_term_and_keeps_last_checkpoint(self):
     hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=5, eval_every=5)
     dataset = helpers.synthetic_dataset()
-    training.Trainer(hp, dataset, log=_quiet).fit()
+    training.Run(hp, dataset, log=_quiet).fit(verbose=0)
 
     # The same run, extended, resumes with a weight corrupted to NaN (as a bad update or a
     # hardware fault would leave it): step 6 must stop the run and name the term.
-    trainer = training.Trainer(helpers.replace(hp, num_train_iter=10), dataset, log=_quiet)
-    restore = trainer.restore_latest
+    run = training.Run(helpers.replace(hp, num_train_iter=10), dataset, log=_quiet)
+    restore = run.restore_latest
 
     def restore_then_corrupt():
       step = restore()
-      bias = trainer.model.decoder_net.layers[-1].bias
+      bias = run.model.decoder_net.layers[-1].bias
       bias.assign(np.full(bias.shape, np.nan, np.float32))
       return step
 
-    trainer.restore_latest = restore_then_corrupt
+    run.restore_latest = restore_then_corrupt
     with self.assertRaisesRegex(training.NonFiniteError,
                                 r"non-finite reconstruction at step 6; .*ckpt-5"):
-      trainer.fit()
+      run.fit(verbose=0)
 
-    survivor = training.Trainer(hp, dataset, log=_quiet)
+    survivor = training.Run(hp, dataset, log=_quiet)
     self.assertEqual(survivor.restore_latest(), 5)
     for variable in survivor.model.variables:
       self.assertTrue(np.all(np.isfinite(variable.numpy())), variable.path)
+
+
+class SignalTest(tf.test.TestCase):
+
+  def test_sigterm_saves_mid_epoch_and_the_run_resumes_there_and_finishes(self):
+    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=10, eval_every=10,
+                              checkpoint_every_steps=5)
+    dataset = helpers.synthetic_dataset()
+    run = training.Run(hp, dataset, log=_quiet)
+    callbacks = run.callbacks
+
+    def with_terminator():
+      terminate = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: (
+          os.kill(os.getpid(), signal.SIGTERM) if run.step == 2 else None))
+      return [terminate, *callbacks()]
+
+    run.callbacks = with_terminator
+    with self.assertRaisesRegex(callbacks_lib.Interrupted, "SIGTERM at step 3"):
+      run.fit(verbose=0)
+    self.assertIs(signal.getsignal(signal.SIGTERM), signal.SIG_DFL)
+    resumed = training.Run(hp, dataset, log=_quiet)
+    self.assertEqual(resumed.restore_latest(), 3)
+    resumed.fit(verbose=0)
+    self.assertEqual(resumed.step, 10)
+    self.assertEqual(int(resumed.best_step.numpy()), 10)
 
 
 class ExtremeInputTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,0 +1,235 @@
+"""What a training run needs from `model.fit` beyond Keras's own callbacks (SPEC §5).
+
+Keras's callbacks do the generic work (TensorBoard scalars of the epoch logs, TerminateOnNaN,
+progress lines); these do the rest:
+
+    Evaluation    at every validated epoch: the test split's IW estimate, one line of
+                  eval_history.jsonl, TensorBoard scalars `eval/*` and a log line
+    Summaries     the run's own scalars (KL coefficient, β, the prior's, running log Z) and
+                  image summaries (inputs beside reconstructions, samples of the prior)
+    Checkpoints   the latest state every `every_steps` steps or `every_secs` seconds, and the
+                  state with the best validation NLL (`val_loss`), both atomic and resumable
+    TrainingClock the training time and the wall time of the run over all its sessions
+    StopOnSignal  SIGTERM / SIGINT: save at the end of the current step, then stop
+
+The step of every record is the optimizer's iteration count: the number of training steps
+taken, which survives restarts with the checkpoint.
+"""
+
+import json
+import math
+import os
+import signal
+import time
+
+import keras
+import tensorflow as tf
+
+from dvae import evaluation
+
+
+def image_tiles(images, rows, columns, image_shape):
+  """[≤ rows·columns, H·W] images → one [1, H·rows, W·columns, 1] tiled image (blank-padded)."""
+  height, width = image_shape
+  images = images[:rows * columns]
+  images = tf.pad(images, [[0, rows * columns - tf.shape(images)[0]], [0, 0]])
+  images = tf.reshape(images, [rows, columns, height, width])
+  tiled = tf.reshape(tf.transpose(images, [0, 2, 1, 3]),
+                     [1, height * rows, width * columns, 1])
+  return tiled
+
+
+def _step(model):
+  return int(model.optimizer.iterations.numpy())
+
+
+def _finite(logs):
+  return all(math.isfinite(value) for value in logs.values())
+
+
+class Evaluation(keras.callbacks.Callback):
+  """After each validation (`val_loss` in the epoch logs), scores the test split too.
+
+  Keras's validation (`model.evaluate`, which re-estimates log Z for the current parameters)
+  has just given the validation NLL; this adds the test split with the same k, appends
+  {step, log_z, log_z_stderr, val_nll, val_neg_elbo, test_nll, test_neg_elbo} to `history_path`
+  and writes them as TensorBoard scalars `eval/*`.
+
+  Args:
+    test_images: [N, D] binary images.
+    num_samples: k, importance samples per image.
+    batch_size: images per evaluation batch.
+    history_path: the JSON-lines file to append to.
+    summary_dir: TensorBoard directory.
+    log: a function of one line.
+  """
+
+  def __init__(self, test_images, num_samples, batch_size, history_path, summary_dir, log):
+    super().__init__()
+    self.test_images, self.num_samples, self.batch_size = test_images, num_samples, batch_size
+    self.history_path, self.log = history_path, log
+    self.writer = tf.summary.create_file_writer(summary_dir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    if "val_loss" not in logs or not _finite(logs):
+      return
+    model = self.model
+    test = evaluation.evaluate(model, self.test_images, self.num_samples, self.batch_size)
+    record = {"step": _step(model), "log_z": float(model.rbm.log_z.numpy()),
+              "log_z_stderr": float(model.rbm.log_z_stderr.numpy()),
+              "val_nll": logs["val_loss"], "val_neg_elbo": logs["val_neg_elbo"],
+              "test_nll": test["nll"], "test_neg_elbo": test["neg_elbo"]}
+    with open(self.history_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    with self.writer.as_default(step=record["step"]):
+      for name, value in record.items():
+        if name != "step":
+          tf.summary.scalar(f"eval/{name}", value)
+    self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± {record['log_z_stderr']:.3f}, "
+             f"val NLL {record['val_nll']:.2f}, test NLL {record['test_nll']:.2f}")
+
+
+class Summaries(keras.callbacks.Callback):
+  """At each epoch end: the run's own scalars and image summaries, at the training step.
+
+  Scalars: `train/kl_coefficient`, `train/beta`, `train/running_log_z`, `prior/*` (the prior's
+  own, e.g. λ and the smallest eigenvalue for the Gaussian integral). Images, when the data are
+  images of `image_shape` (H, W) (flat data has no picture to show): the first 50 `images`
+  beside their reconstructions, and 100 states of the prior's chains decoded.
+  """
+
+  def __init__(self, summary_dir, images, image_shape):
+    super().__init__()
+    self.writer = tf.summary.create_file_writer(summary_dir)
+    self.images = tf.constant(images[:50])
+    self.image_shape = image_shape
+
+  def on_epoch_end(self, epoch, logs=None):
+    model = self.model
+    if not _finite(logs or {}):
+      return
+    step = model.optimizer.iterations
+    with self.writer.as_default(step=_step(model)):
+      tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
+      tf.summary.scalar("train/beta", model.hparams.beta)
+      tf.summary.scalar("train/running_log_z", model.running_log_z)
+      for name, value in model.prior.summaries().items():
+        tf.summary.scalar(f"prior/{name}", value)
+      if self.image_shape is not None:
+        pairs = tf.reshape(tf.stack([self.images, model(self.images)], axis=1),
+                           [-1, model.num_dims])
+        tf.summary.image("inputs_and_reconstructions",
+                         image_tiles(pairs, 10, 10, self.image_shape))
+        tf.summary.image("samples", image_tiles(model.generate(100), 10, 10, self.image_shape))
+
+
+class TrainingClock(keras.callbacks.Callback):
+  """Accumulates the seconds spent in training steps and the run's wall time in variables.
+
+  Args:
+    train_seconds, wall_seconds: float64 variables that the checkpoints carry across sessions.
+  """
+
+  def __init__(self, train_seconds, wall_seconds):
+    super().__init__()
+    self.train_seconds, self.wall_seconds = train_seconds, wall_seconds
+    self._session = (time.monotonic(), float(wall_seconds.numpy()))
+    self._began = None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self._began = time.monotonic()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.train_seconds.assign_add(time.monotonic() - self._began)
+
+  def tick(self):
+    """Brings `wall_seconds` up to now."""
+    started, before = self._session
+    self.wall_seconds.assign(before + time.monotonic() - started)
+
+
+class Checkpoints(keras.callbacks.Callback):
+  """The latest state (for resuming) and the best state (lowest `val_loss`, the validation NLL).
+
+  The latest is saved at the end of an epoch when `every_steps` divides the step, when the
+  epoch was validated (after the validation, so that a resumed run does not repeat it), or
+  when `every_secs` have passed since the last save (then also mid-epoch). Nothing is saved
+  from an epoch whose logs are not finite: the last good checkpoint stays.
+
+  Args:
+    save_latest: saves the latest state.
+    best: a `tf.train.CheckpointManager` of a `tf.train.Checkpoint` that holds the model,
+      `best_val_nll` and `best_step`.
+    best_val_nll, best_step: variables of the best validation NLL so far and its step.
+    every_steps, every_secs: how often the latest state is saved.
+  """
+
+  def __init__(self, save_latest, best, best_val_nll, best_step, every_steps, every_secs):
+    super().__init__()
+    self._save_latest, self.best = save_latest, best
+    self.best_val_nll, self.best_step = best_val_nll, best_step
+    self.every_steps, self.every_secs = every_steps, every_secs
+    self._last_save = time.monotonic()
+
+  def save_latest(self):
+    self._save_latest()
+    self._last_save = time.monotonic()
+
+  def _due(self):
+    return time.monotonic() - self._last_save >= self.every_secs
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._due() and _finite(logs or {}):
+      self.save_latest()
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    if not _finite(logs):
+      return
+    step = _step(self.model)
+    if "val_loss" in logs and logs["val_loss"] < self.best_val_nll.numpy():
+      self.best_val_nll.assign(logs["val_loss"])
+      self.best_step.assign(step)
+      self.best.save(checkpoint_number=step)
+    if step % self.every_steps == 0 or "val_loss" in logs or self._due():
+      self.save_latest()
+
+
+class Interrupted(Exception):
+  """Training stopped on SIGTERM or SIGINT after saving its state."""
+
+
+class StopOnSignal(keras.callbacks.Callback):
+  """On SIGTERM or SIGINT during `fit`: calls `save()` after the current step, then raises
+  `Interrupted`. The previous handlers are restored when training ends."""
+
+  def __init__(self, save, signals=(signal.SIGTERM, signal.SIGINT)):
+    super().__init__()
+    self.save, self.signals = save, signals
+    self._received, self._previous = None, {}
+
+  def on_train_begin(self, logs=None):
+    def receive(signum, frame):
+      del frame
+      self._received = signum
+
+    self._previous = {s: signal.signal(s, receive) for s in self.signals}
+
+  def _stop_if_received(self):
+    if self._received is not None:
+      self.on_train_end()
+      self.save()
+      raise Interrupted(f"stopped by {signal.Signals(self._received).name} at step "
+                        f"{_step(self.model)}")
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._stop_if_received()
+
+  def on_test_batch_end(self, batch, logs=None):
+    self._stop_if_received()
+
+  def on_train_end(self, logs=None):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+    self._previous = {}
