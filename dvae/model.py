@@ -30,7 +30,10 @@ z_c ~ p_{θ_t} (drawn after the update θ_{t−1} → θ_t, so their noise did n
                           ≈ −log mean_c e^{E_t(z_c) − E_{t−1}(z_c)};
 
 every full estimate (`update_log_z`, AIS by default) re-anchors it. So the training loss is
-−(bound) + weight decay with a current log Z, never a stale one.
+−(bound) + weight decay with a current log Z, never a stale one. Its accuracy is the sampler's:
+measured against AIS, within 0.3 nats over 60 steps at the paper's learning rate
+(tests/test_keras_api.py); a prior that moves faster than the chains mix (learning rate 1e-2,
+5 sweeps) drifts by nats within 50 steps, until the next estimate.
 
 Evaluation uses the discrete model: z ~ q(z|x) with binary z all the way down the
 hierarchy and log w = log p(x|z) − E(z) − log Z − log q(z|x), with log Z the stored
@@ -51,7 +54,7 @@ from dvae.rbm import RBM
 
 
 def kl_warm_up(num_train_iter):
-  """The paper's KL warm-up c(t) = min(t / (0.3 T), 1) for a run of T steps, as a schedule."""
+  """The paper's KL warm-up c(t) = min(t / ⌊0.3 T⌋, 1) for a run of T steps, as a schedule."""
   return keras.optimizers.schedules.PolynomialDecay(
       initial_learning_rate=0.0, decay_steps=max(1, int(0.3 * num_train_iter)),
       end_learning_rate=1.0, power=1.0)
