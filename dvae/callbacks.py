@@ -39,6 +39,15 @@ def image_tiles(images, rows, columns, image_shape):
   return tiled
 
 
+def image_summaries(model, images, image_shape, prefix=""):
+  """Writes `images` beside their reconstructions and 100 decoded states of the prior's chains
+  as 10 × 10 tiles (to the default summary writer)."""
+  images = tf.constant(images[:50])
+  pairs = tf.reshape(tf.stack([images, model(images)], axis=1), [-1, model.num_dims])
+  tf.summary.image(f"{prefix}inputs_and_reconstructions", image_tiles(pairs, 10, 10, image_shape))
+  tf.summary.image(f"{prefix}samples", image_tiles(model.generate(100), 10, 10, image_shape))
+
+
 def _step(model):
   return int(model.optimizer.iterations.numpy())
 
@@ -86,6 +95,7 @@ class Evaluation(keras.callbacks.Callback):
       for name, value in record.items():
         if name != "step":
           tf.summary.scalar(f"eval/{name}", value)
+    self.writer.flush()
     self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± {record['log_z_stderr']:.3f}, "
              f"val NLL {record['val_nll']:.2f}, test NLL {record['test_nll']:.2f}")
 
@@ -102,8 +112,7 @@ class Summaries(keras.callbacks.Callback):
   def __init__(self, summary_dir, images, image_shape):
     super().__init__()
     self.writer = tf.summary.create_file_writer(summary_dir)
-    self.images = tf.constant(images[:50])
-    self.image_shape = image_shape
+    self.images, self.image_shape = images, image_shape
 
   def on_epoch_end(self, epoch, logs=None):
     model = self.model
@@ -117,11 +126,8 @@ class Summaries(keras.callbacks.Callback):
       for name, value in model.prior.summaries().items():
         tf.summary.scalar(f"prior/{name}", value)
       if self.image_shape is not None:
-        pairs = tf.reshape(tf.stack([self.images, model(self.images)], axis=1),
-                           [-1, model.num_dims])
-        tf.summary.image("inputs_and_reconstructions",
-                         image_tiles(pairs, 10, 10, self.image_shape))
-        tf.summary.image("samples", image_tiles(model.generate(100), 10, 10, self.image_shape))
+        image_summaries(model, self.images, self.image_shape)
+    self.writer.flush()
 
 
 class TrainingClock(keras.callbacks.Callback):

@@ -219,6 +219,14 @@ class Run:
                              ("test", self.dataset.test, hp.eval_iw_samples)):
       for name, value in evaluation.evaluate(self.model, images, k, hp.eval_batch_size).items():
         results[f"{split}_{name}"] = value
+    writer = tf.summary.create_file_writer(os.path.join(self.directory, "summaries"))
+    with writer.as_default(step=steps):
+      for name, value in results.items():
+        tf.summary.scalar(f"final/{name}", value)
+      if self.dataset.image_shape is not None:
+        callbacks_lib.image_summaries(self.model, self.dataset.valid, self.dataset.image_shape,
+                                      prefix="final/")
+    writer.close()
     self.log(f"final (best step {int(self.best_step.numpy())}): log Z {log_z:.3f} ± "
              f"{log_z_stderr:.3f}, val NLL {results['val_nll']:.2f}, "
              f"test NLL {results['test_nll']:.2f}")
@@ -228,5 +236,6 @@ class Run:
         steps_per_second=steps / train_seconds if train_seconds > 0 else None,
         val_iw_samples=hp.periodic_eval_iw_samples, test_iw_samples=hp.eval_iw_samples,
         hparams=dataclasses.asdict(hp))
+    os.makedirs(self.directory, exist_ok=True)
     write_json_atomically(os.path.join(self.directory, "results.json"), results)
     return results

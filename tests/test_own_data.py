@@ -114,7 +114,7 @@ class AnyShapeTest(tf.test.TestCase):
     self.assertTrue(np.isfinite(results["test_nll"]))
     self.assertTrue(np.isfinite(results["val_nll"]))
     images = {}
-    for event_file in glob.glob(os.path.join(run, "summaries", "*")):
+    for event_file in glob.glob(os.path.join(run, "summaries", "**", "events.*"), recursive=True):
       for event in tf.compat.v1.train.summary_iterator(event_file):
         for value in event.summary.value:
           if value.metadata.plugin_data.plugin_name == "images":
