@@ -22,7 +22,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 # absl.logging (which TensorFlow loads) defines --log_dir itself; load it first and share it.
 from absl import logging as _  # pylint: disable=g-import-not-at-top,unused-import
 
-from dvae import config  # pylint: disable=g-import-not-at-top
+from dvae import config, runs  # pylint: disable=g-import-not-at-top
 
 _FLAG_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
 
@@ -79,21 +79,6 @@ def _fail(message, status=2):
   sys.exit(status)
 
 
-def _check_writable(directory):
-  """Fails unless `directory` could be created and written, without creating anything."""
-  existing = os.path.abspath(directory)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  probe = os.path.join(existing, f".write-test-{os.getpid()}")
-  try:
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    _fail(f"log_dir {directory} is not writable ({existing}: {e.strerror}); "
-          "pass a writable --log_dir")
-
-
 def main(argv):
   _define_flags()
   if {"--help", "-h", "--helpshort", "--helpfull", "-?"} & set(argv[1:]):
@@ -108,7 +93,10 @@ def main(argv):
 
   try:
     hparams, notes = config.load_hparams(flags.FLAGS.hparams, overrides)
-  except config.ConfigError as e:
+    runs.check_writable(runs.run_directory(hparams), "log_dir")
+    if hparams.export_dir:
+      runs.check_writable(hparams.export_dir, "export_dir")
+  except (config.ConfigError, runs.RunError) as e:
     _fail(e)
   if hparams.export_dir and os.path.exists(hparams.export_dir) and not flags.FLAGS.overwrite:
     _fail(f"export_dir {hparams.export_dir} exists; pass --overwrite to replace it")
@@ -117,32 +105,44 @@ def main(argv):
   with _native_stderr_held_back():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.list_logical_devices()
-    from dvae import callbacks, data, export, training  # pylint: disable=g-import-not-at-top
+    from dvae import (  # pylint: disable=g-import-not-at-top
+        callbacks, data, evaluation, export, training)
 
-  run_directory = training.run_directory(hparams)
-  _check_writable(run_directory)
+  def log(line):
+    print(line, flush=True)
 
   try:
     dataset = data.load_dataset(hparams.dataset, hparams.data_dir, verify=hparams.verify_data,
                                 binarization=hparams.binarization)
-  except data.DataError as e:
+    hparams = config.for_data(hparams, dataset.num_dims)
+    samples = evaluation.samples_per_call(
+        max(hparams.periodic_eval_iw_samples, hparams.eval_iw_samples), hparams.eval_batch_size,
+        dataset.num_dims)
+    runs.check_memory(hparams, dataset.num_dims, hparams.eval_batch_size * samples)
+    lock = runs.open_run(hparams, log=log)
+  except (data.DataError, runs.RunError) as e:
     _fail(e)
-  hparams = config.for_data(hparams, dataset.num_dims)
   for note in notes:
-    print(note, flush=True)
-  print(f"run directory: {run_directory}", flush=True)
+    log(note)
 
-  run = training.Run(hparams, dataset, log=lambda line: print(line, flush=True))
+  run = training.Run(hparams, dataset, log=log)
   try:
     run.fit()
+    results = run.final_evaluation()
+  except runs.RunError as e:
+    _fail(e)
   except training.NonFiniteError as e:
     _fail(e, status=1)
+  except (tf.errors.ResourceExhaustedError, MemoryError) as e:
+    kept = run.latest.latest_checkpoint or "none (no checkpoint was written yet)"
+    _fail(f"out of memory at step {run.step} ({str(e).strip().splitlines()[0]}); last "
+          f"checkpoint kept: {kept}; lower --k, --train_batch_size, --num_chains or "
+          "--eval_batch_size", status=1)
   except callbacks.Interrupted as e:
     _fail(f"{e}; state saved, re-run to resume", status=130)
-  results = run.final_evaluation()
   print(f"test NLL {results['test_nll']:.3f} (k={hparams.eval_iw_samples}), "
         f"val NLL {results['val_nll']:.3f}, results in "
-        f"{os.path.join(run_directory, 'results.json')}", flush=True)
+        f"{os.path.join(lock.directory, 'results.json')}", flush=True)
   if hparams.export_dir:
     export.export_model(run.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite,
                         image_shape=dataset.image_shape)

@@ -20,6 +20,14 @@ from dvae import data
 MAX_VALUES = 100_000 * 784
 
 
+def samples_per_call(num_samples, batch_size, num_dims, max_rows=None):
+  """Importance samples per image drawn in one call: as many as keep images × samples within
+  `max_rows` (by default MAX_VALUES // D), at least one."""
+  if max_rows is None:
+    max_rows = MAX_VALUES // num_dims
+  return max(1, min(num_samples, max_rows // batch_size))
+
+
 def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
   """Negative ELBO and negative IW log-likelihood, averaged over `images`, in nats.
 
@@ -36,9 +44,7 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
     dict with `neg_elbo` and `nll` (Python floats).
   """
   model.ensure_current_log_z()
-  if max_rows is None:
-    max_rows = MAX_VALUES // np.shape(images)[1]
-  chunk = max(1, min(num_samples, max_rows // batch_size))
+  chunk = samples_per_call(num_samples, batch_size, np.shape(images)[1], max_rows)
   log_weights = tf.function(model.discrete_log_weights, reduce_retracing=True)
   log_sum, mean_log_w = [], []
   call = 0

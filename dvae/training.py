@@ -1,9 +1,10 @@
 """The training run: `model.fit` with Keras's and the project's callbacks, and results.json (SPEC §5).
 
-A run lives in `run_directory(hparams)`:
+A run lives in its run directory (`dvae.runs.run_directory`), which it shares with no other
+configuration and no other process:
 
-    checkpoints/latest/   the newest state, for resuming (model, chains, optimizer, best record,
-                          clocks)
+    checkpoints/latest/   the two newest states, for resuming (model, chains, optimizer, best
+                          record, clocks); a damaged newest one is skipped for the one before
     checkpoints/best/     the state with the best validation NLL so far
     summaries/            TensorBoard event files (Keras's epoch scalars in train/ and
                           validation/, the run's own scalars and images beside them)
@@ -23,9 +24,9 @@ keyed by the step it resumes at.
 """
 
 import dataclasses
-import json
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -33,7 +34,7 @@ import tensorflow as tf
 
 from dvae import callbacks as callbacks_lib
 from dvae import data as data_lib
-from dvae import evaluation
+from dvae import evaluation, runs
 from dvae.model import DVAE, kl_warm_up
 
 # The training terms in the order a non-finite value is reported.
@@ -42,12 +43,6 @@ TERMS = ("weight_decay", "reconstruction", "kl", "loss")
 
 class NonFiniteError(RuntimeError):
   """A loss term became NaN or infinite."""
-
-
-def run_directory(hparams):
-  """Where the run of `hparams` keeps its checkpoints, summaries and results."""
-  return os.path.join(hparams.log_dir, hparams.dataset_name, hparams.struct, hparams.baseline,
-                      str(hparams.k))
 
 
 def make_strategy(name):
@@ -83,14 +78,30 @@ def validation_epochs(hparams):
           if (epoch * steps) % hparams.eval_every == 0 or epoch * steps == total]
 
 
-def write_json_atomically(path, content):
-  """Writes JSON to a temporary name and renames it, so `path` is never half-written."""
-  temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "w") as f:
-    json.dump(content, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(temporary, path)
+def saved_checkpoints(manager):
+  """The checkpoint prefixes of `manager`'s directory, oldest first.
+
+  Those its state file lists, and any others whose files are there (a state file lost with a
+  copy, a save killed before it was recorded), so that none is overlooked and silently replaced.
+  """
+  prefixes = set(manager.checkpoints)
+  for path in tf.io.gfile.glob(os.path.join(manager.directory, "ckpt-*")):
+    match = re.fullmatch(r"(ckpt-\d+)\.(index|data-\d+-of-\d+)", os.path.basename(path))
+    if match:
+      prefixes.add(os.path.join(manager.directory, match.group(1)))
+  return sorted(prefixes, key=lambda prefix: int(prefix.rsplit("-", 1)[1]))
+
+
+def verify_checkpoint(prefix):
+  """Reads every tensor of the checkpoint `prefix`; raises ValueError naming what is damaged."""
+  if not tf.io.gfile.exists(f"{prefix}.index"):
+    raise ValueError("its index file is missing")
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    raise ValueError(f"unreadable: {str(e).strip().splitlines()[0]}") from None
 
 
 class Run:
@@ -104,7 +115,7 @@ class Run:
 
   def __init__(self, hparams, dataset, log=print):
     self.hparams, self.dataset, self.log = hparams, dataset, log
-    self.directory = run_directory(hparams)
+    self.directory = runs.run_directory(hparams)
     self.strategy = make_strategy(hparams.distribute)
     with self.strategy.scope():
       self.model = DVAE(hparams, dataset.train_mean)
@@ -123,7 +134,7 @@ class Run:
         train_seconds=self.train_seconds, wall_seconds=self.wall_seconds)
     checkpoints = os.path.join(self.directory, "checkpoints")
     self.latest = tf.train.CheckpointManager(checkpoint, os.path.join(checkpoints, "latest"),
-                                             max_to_keep=1)
+                                             max_to_keep=2)
     self.best = tf.train.CheckpointManager(checkpoint, os.path.join(checkpoints, "best"),
                                            max_to_keep=1)
     self.clock = callbacks_lib.TrainingClock(self.train_seconds, self.wall_seconds)
@@ -132,11 +143,22 @@ class Run:
   def step(self):
     return int(self.model.optimizer.iterations.numpy())
 
+  def _restore(self, manager):
+    """Restores the newest readable checkpoint of `manager`; returns it (None if it has none).
+
+    Raises:
+      runs.RunError: when it has checkpoints but none can be read.
+    """
+    prefix = runs.newest_readable(saved_checkpoints(manager), verify_checkpoint, self.log)
+    if prefix:
+      manager.checkpoint.restore(prefix).assert_existing_objects_matched()
+    return prefix
+
   def restore_latest(self):
-    """Resumes from the latest checkpoint if there is one; returns the step reached."""
-    if self.latest.latest_checkpoint:
-      self.latest.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
-      self.log(f"resumed from {self.latest.latest_checkpoint} at step {self.step}")
+    """Resumes from the newest readable checkpoint if there is one; returns the step reached."""
+    prefix = self._restore(self.latest)
+    if prefix:
+      self.log(f"resumed from {prefix} at step {self.step}")
     self.clock = callbacks_lib.TrainingClock(self.train_seconds, self.wall_seconds)
     return self.step
 
@@ -211,8 +233,7 @@ class Run:
     self.clock.tick()
     train_seconds = float(self.train_seconds.numpy())
     wall_seconds = float(self.wall_seconds.numpy())
-    if self.best.latest_checkpoint:
-      self.best.checkpoint.restore(self.best.latest_checkpoint).assert_existing_objects_matched()
+    self._restore(self.best)
     log_z, log_z_stderr = (float(v) for v in self.model.update_log_z("ais"))
     results = {"log_z": log_z, "log_z_stderr": log_z_stderr}
     for split, images, k in (("val", self.dataset.valid, hp.periodic_eval_iw_samples),
@@ -236,6 +257,5 @@ class Run:
         steps_per_second=steps / train_seconds if train_seconds > 0 else None,
         val_iw_samples=hp.periodic_eval_iw_samples, test_iw_samples=hp.eval_iw_samples,
         hparams=dataclasses.asdict(hp))
-    os.makedirs(self.directory, exist_ok=True)
-    write_json_atomically(os.path.join(self.directory, "results.json"), results)
+    runs.write_json_atomically(os.path.join(self.directory, "results.json"), results)
     return results

@@ -142,7 +142,7 @@ class CommandLineRunTest(tf.test.TestCase):
                       "--eval_every=4", *TINY])
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertIn("overrides", result.stdout)
-    run = os.path.join(log_dir, "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
+    run = re.search(r"^new run in (\S+)$", result.stdout, re.M).group(1)
     with open(os.path.join(run, "results.json")) as f:
       results = json.load(f)
     self.assertEqual(results["steps"], 4)
@@ -156,7 +156,7 @@ class CrashSafetyTest(tf.test.TestCase):
     log_dir = os.path.join(self.get_temp_dir(), "logs")
     args = ["--hparams=quickstart", f"--log_dir={log_dir}", "--num_train_iter=600",
             "--eval_every=300", "--checkpoint_every_steps=20", *TINY]
-    run = os.path.join(log_dir, "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
+    run = None
     env = dict(os.environ, DVAE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
     # SIGKILL once the progress line of a given step appears: mid-training (100), right after
     # the evaluation at step 300, and mid-training after that (500); each run resumes the
@@ -168,6 +168,8 @@ class CrashSafetyTest(tf.test.TestCase):
           [sys.executable, os.path.join(REPO, "run_training.py"), *args], cwd=REPO, env=env,
           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
       for line in process.stdout:
+        if line.startswith("new run in "):
+          run = line[len("new run in "):].strip()
         match = re.match(r"Epoch (\d+)/30", line)
         if match and 20 * (int(match.group(1)) - 1) >= kill_at:
           process.send_signal(signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import dimod
 import numpy as np
@@ -145,7 +146,7 @@ class CommandLineTest(tf.test.TestCase):
         '--dimod_sampler_args={"num_sweeps": 20, "beta_range": [1, 1]}',
         "--estimate_inverse_temperature"])
     self.assertEqual(result.returncode, 0, result.stderr)
-    run = os.path.join(log_dir, "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
+    run = re.search(r"^new run in (\S+)$", result.stdout, re.M).group(1)
     with open(os.path.join(run, "results.json")) as f:
       results = json.load(f)
     self.assertEqual(results["steps"], 4)

@@ -46,7 +46,7 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(np.all(np.isfinite(losses)), losses)
     self.assertLess(losses[-1], losses[0] - 1.0)
     results = run.final_evaluation()
-    with open(os.path.join(training.run_directory(hp), "results.json")) as f:
+    with open(os.path.join(run.directory, "results.json")) as f:
       self.assertEqual(json.load(f)["steps"], 40)
     for key in ("val_nll", "test_nll", "val_neg_elbo", "test_neg_elbo", "log_z"):
       self.assertTrue(np.isfinite(results[key]), key)
@@ -90,7 +90,7 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(second.model.rbm.chains.numpy(), chains)
     second.fit(verbose=0)
     self.assertEqual(second.step, 12)
-    with open(os.path.join(training.run_directory(hp), "eval_history.jsonl")) as f:
+    with open(os.path.join(second.directory, "eval_history.jsonl")) as f:
       self.assertEqual([json.loads(line)["step"] for line in f], [12])
     self.assertEqual(int(second.best_step.numpy()), 12)
 

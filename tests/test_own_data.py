@@ -55,7 +55,7 @@ def independent_bits_nll(train, test):
 
 
 def results_of(log_dir):
-  (path,) = glob.glob(os.path.join(log_dir, "*", "*", "*", "*", "results.json"))
+  (path,) = glob.glob(os.path.join(log_dir, "*", "*", "*", "*", "*", "results.json"))
   with open(path) as f:
     return json.load(f), os.path.dirname(path)
 
@@ -76,8 +76,8 @@ class KnownTruthTest(tf.test.TestCase):
                       "--eval_iw_samples=200", "--periodic_eval_iw_samples=20", *extra])
     self.assertEqual(result.returncode, 0, result.stderr)
     results, run = results_of(log_dir)
-    self.assertEqual(os.path.relpath(run, log_dir),
-                     os.path.join("mixture", "1-layer-nonlin", "dvaes_power", "1"))
+    self.assertRegex(os.path.relpath(run, log_dir),
+                     r"^mixture/1-layer-nonlin/dvaes_power/k1/seed0-[0-9a-f]{8}$")
     return results["test_nll"], true_nll, stderr, independent_bits_nll(train, test)
 
   def test_test_nll_lies_above_the_truth_and_well_below_independent_bits(self):
