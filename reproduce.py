@@ -28,8 +28,8 @@ and result pages name no folder of one machine.
 Each run is `python run_training.py --<hparam>=<value> ... --log_dir=<cell log dir>` in its own
 process; `run_directories` says where: the cell log dir is `<log_dir>/<name>/<sampler>/seed<seed>`
 followed by one `<hparam>=<value>` folder for each other grid hparam outside the trainer's own run
-directory, and the trainer then works in `<cell log dir>/<dataset>/<struct>/<baseline>/<k>/`
-(`dvae.training.run_directory`). The harness appends the run's output to `reproduce.log` there.
+directory, and the trainer then works in its run directory under it
+(`dvae.runs.run_directory`). The harness appends the run's output to `reproduce.log` there.
 
 A run whose results.json exists is skipped, and so is a run that `--reuse_csv` gives a row for
 (an earlier publication of the same grid, whose run directories may be gone; the page marks its
@@ -69,12 +69,12 @@ import time
 
 from scipy import stats
 
-from dvae import paper
+from dvae import config, paper, runs
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TRAINER = shlex.join([sys.executable, os.path.join(REPO, "run_training.py")])
 
-# The trainer's run directory is <log_dir>/<dataset>/<struct>/<baseline>/<k>.
+# The trainer's run directory spells these (and the seed, and a digest of the rest).
 RUN_DIRECTORY_KEYS = ("dataset", "struct", "baseline", "k")
 # Two runs that differ only here share a run directory, so they get their own log_dir.
 LOG_DIR_KEYS = ("sampler", "seed")
@@ -254,10 +254,16 @@ def load_grid(path):
 
 
 def run_directories(root, grid_name, hparams, extra_keys):
-  """(the trainer's --log_dir, the run directory) of one run of a grid under `root`."""
+  """(the trainer's --log_dir, its run directory `dvae.runs.run_directory`) of one run of a grid
+  under `root`; GridError when the trainer would refuse the run's hparams."""
   log_dir = os.path.join(root, grid_name, str(hparams["sampler"]), f"seed{hparams['seed']}",
                          *(f"{key}={hparams.get(key)}" for key in extra_keys))
-  return log_dir, os.path.join(log_dir, *(str(hparams[key]) for key in RUN_DIRECTORY_KEYS))
+  values = {key: value for key, value in hparams.items() if value is not None}
+  try:
+    resolved, _ = config.load_hparams(None, {**values, "log_dir": log_dir})
+  except config.ConfigError as e:
+    raise GridError(f"run {' '.join(f'{k}={v}' for k, v in values.items())}: {e}") from None
+  return log_dir, runs.run_directory(resolved)
 
 
 def cells(grid, log_dir, data_dir=None):
@@ -928,10 +934,10 @@ def main(argv=None):
   args = parse_args(argv)
   try:
     grid = load_grid(args.grid)
+    all_cells = cells(grid, args.log_dir, args.data_dir)
   except GridError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  all_cells = cells(grid, args.log_dir, args.data_dir)
   published = {}
   if args.reuse_csv is not None:
     try:

@@ -1,7 +1,7 @@
 """The grid harness: runs every cell once, resumes, runs in parallel, isolates failures, publishes.
 
 The trainer is a stand-in script (no TensorFlow) that writes what run_training.py writes —
-results.json and eval_history.jsonl in `<log_dir>/<dataset>/<struct>/<baseline>/<k>/` — with
+results.json and eval_history.jsonl in its run directory (`dvae.runs.run_directory`) — with
 NLLs that are a known function of the cell, so the table can be checked cell by cell.
 """
 
@@ -34,6 +34,8 @@ TINY_GRID = os.path.join(REPO, "grids", "tiny.json")
 # FAKE_SLEEP seconds are spent "training", between the start and end times it records.
 FAKE_TRAINER = textwrap.dedent('''
     import json, os, sys, time
+    sys.path.insert(0, REPO)
+    from dvae import config, runs
     flags = dict(arg[2:].split("=", 1) for arg in sys.argv[1:])
     def parse(text):
       try:
@@ -41,8 +43,7 @@ FAKE_TRAINER = textwrap.dedent('''
       except ValueError:
         return text
     hparams = {key: parse(value) for key, value in flags.items()}
-    run_dir = os.path.join(hparams["log_dir"], hparams["dataset"], hparams["struct"],
-                           hparams["baseline"], str(hparams["k"]))
+    run_dir = runs.run_directory(config.load_hparams(None, hparams)[0])
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "invocations"), "a") as f:
       f.write("x")
@@ -75,7 +76,7 @@ FAKE_TRAINER = textwrap.dedent('''
                    started=start, ended=time.time(), hparams=hparams)
     with open(os.path.join(run_dir, "results.json"), "w") as f:
       json.dump(results, f)
-''')
+''').replace("REPO", repr(REPO))
 
 CELLS = [(baseline, k) for baseline in ("dvaes_power", "dvae_spike_exp") for k in (1, 2)]
 
@@ -114,9 +115,9 @@ class HarnessTest(unittest.TestCase):
       os.environ.update(previous)
     return status, out.getvalue(), err.getvalue()
 
-  def run_dir(self, baseline, k):
-    return os.path.join(self.log_dir, "tiny", "pcd", "seed0", "binarized_mnist", "1-layer-lin",
-                        baseline, str(k))
+  def run_dir(self, baseline, k, grid=TINY_GRID, **hparams):
+    return next(cell.run_dir for cell in reproduce.cells(reproduce.load_grid(grid), self.log_dir)
+                if cell.hparams == {**cell.hparams, "baseline": baseline, "k": k, **hparams})
 
   def invocations(self):
     counts = {}
@@ -255,8 +256,7 @@ class ReproduceTest(HarnessTest):
     self.assertIn("--data_dir=<data_dir>", page)
     self.assertIn("--log_dir=<log_dir>/tiny/pcd/seed0", page)
     self.assertEqual(self.csv_rows()[0]["run_dir_under_log_dir"],
-                     os.path.join("tiny", "pcd", "seed0", "binarized_mnist", "1-layer-lin",
-                                  "dvaes_power", "1"))
+                     os.path.relpath(self.run_dir("dvaes_power", 1), self.log_dir))
 
   def test_proxy_data_gets_no_paper_column(self):
     with open(TINY_GRID) as f:
@@ -304,8 +304,9 @@ class ReproduceTest(HarnessTest):
     grid["grid"] = {"baseline": ["dvaes_power"], "k": [1], "seed": [0, 1], "base_lr": [1e-3]}
     self.assertEqual(self.run_harness(grid=self.write_grid(grid))[0], 0)
     for seed in (0, 1):
-      run_dir = os.path.join(self.log_dir, "tiny", "pcd", f"seed{seed}", "base_lr=0.001",
-                             "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
+      run_dir = self.run_dir("dvaes_power", 1, grid=self.write_grid(grid), seed=seed)
+      self.assertTrue(run_dir.startswith(
+          os.path.join(self.log_dir, "tiny", "pcd", f"seed{seed}", "base_lr=0.001", "")))
       with open(os.path.join(run_dir, "results.json")) as f:
         self.assertEqual(json.load(f)["hparams"]["seed"], seed)
     rows = self.csv_rows()
