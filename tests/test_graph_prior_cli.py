@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -18,7 +19,7 @@ class GraphPriorCommandLineTest(tf.test.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr)
     # 1-layer-lin has 200 latent units: the smallest Chimera that holds them is C5 (200 nodes).
     self.assertIn("graph_size=5", result.stdout)
-    run = os.path.join(log_dir, "binarized_mnist", "1-layer-lin", "dvaes_power", "1")
+    run = re.search(r"^new run in (\S+)$", result.stdout, re.M).group(1)
     with open(os.path.join(run, "results.json")) as f:
       results = json.load(f)
     self.assertEqual((results["hparams"]["prior"], results["hparams"]["graph_size"]),
