@@ -32,6 +32,8 @@ rbm = RBM(100, 100, num_chains=1000, sampler=sampler)   # or sampler="pcd" | "pa
 ```
 """
 
+import abc
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -39,7 +41,7 @@ import tensorflow_probability as tfp
 from dvae import bqm as bqm_lib
 
 
-class Sampler:
+class Sampler(abc.ABC):
   """The negative phase of a Boltzmann machine's log Z gradient.
 
   Subclasses implement `negative_phase` and `get_config`; `supports_jit` says whether
@@ -48,13 +50,13 @@ class Sampler:
 
   supports_jit = True
 
+  @abc.abstractmethod
   def negative_phase(self, machine, seed):
     """Binary float32 states [machine.num_chains, machine.num_units] for the surrogate."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def get_config(self):
     """A JSON-able identifier that `get` turns back into an equal sampler."""
-    raise NotImplementedError
 
   def summaries(self):
     """Scalars worth watching during training, by name."""
