@@ -104,9 +104,12 @@ def main(argv):
   # Imported only now, so that bad hparams are reported before TensorFlow loads.
   with _native_stderr_held_back():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.list_logical_devices()
     from dvae import (  # pylint: disable=g-import-not-at-top
         callbacks, data, evaluation, export, training)
+    # The multi-worker strategy configures collective operations, which only a runtime that
+    # has not started yet accepts: it comes before anything that creates a tensor.
+    training.make_strategy(hparams.distribute)
+    tf.config.list_logical_devices()
 
   def log(line):
     print(line, flush=True)
@@ -140,13 +143,15 @@ def main(argv):
           "--eval_batch_size", status=1)
   except callbacks.Interrupted as e:
     _fail(f"{e}; state saved, re-run to resume", status=130)
+  written = (f"results in {os.path.join(lock.directory, 'results.json')}" if run.chief
+             else "the chief writes the results")
   print(f"test NLL {results['test_nll']:.3f} (k={hparams.eval_iw_samples}), "
-        f"val NLL {results['val_nll']:.3f}, results in "
-        f"{os.path.join(lock.directory, 'results.json')}", flush=True)
-  if hparams.export_dir:
+        f"val NLL {results['val_nll']:.3f}, {written}", flush=True)
+  if hparams.export_dir and run.chief:
     export.export_model(run.model, hparams.export_dir, overwrite=flags.FLAGS.overwrite,
                         image_shape=dataset.image_shape)
     print(f"SavedModel written to {hparams.export_dir}", flush=True)
+  run.wait_for_workers()
 
 
 if __name__ == "__main__":

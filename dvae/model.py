@@ -60,6 +60,22 @@ def kl_warm_up(num_train_iter):
       end_learning_rate=1.0, power=1.0)
 
 
+def step_logs(trackers):
+  """The results of `trackers` (a dict of metrics) as a train or test step returns them.
+
+  Under a multi-worker strategy Keras 3 averages a step's logs over the workers with
+  `strategy.reduce("MEAN", value, axis=0)`, which needs an axis to reduce
+  (tensorflow/tensorflow#72388); there each value gets one, of length 1.
+  """
+  logs = {name: tracker.result() for name, tracker in trackers.items()}
+  strategy = tf.distribute.get_strategy()
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    if len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1:
+      logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+  return logs
+
+
 def iw_log_mean_exp(log_w):
   """log (1/K) Σ_k exp(log w_k) along the last axis, in float64."""
   log_w = tf.cast(log_w, tf.float64)
@@ -392,7 +408,7 @@ class DVAE(keras.Model):
     for name, value in (("loss", loss), ("reconstruction", terms["reconstruction"]),
                         ("kl", terms["kl"]), ("weight_decay", decay)):
       self._train_trackers[name].update_state(value)
-    return {name: tracker.result() for name, tracker in self._train_trackers.items()}
+    return step_logs(self._train_trackers)
 
   # --- Evaluation of the discrete model. -----------------------------------------------------
 
@@ -415,4 +431,4 @@ class DVAE(keras.Model):
     log_w = self.discrete_log_weights(data, self.eval_iw_samples, tf.constant([1, 0]))
     self._test_trackers["loss"].update_state(-iw_log_mean_exp(log_w))
     self._test_trackers["neg_elbo"].update_state(-tf.reduce_mean(log_w, axis=-1))
-    return {name: tracker.result() for name, tracker in self._test_trackers.items()}
+    return step_logs(self._test_trackers)

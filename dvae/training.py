@@ -11,6 +11,13 @@ configuration and no other process:
     eval_history.jsonl    one line per periodic evaluation (step, validation/test NLL, log Z)
     results.json          the final evaluation of the best checkpoint and the run's hparams
 
+In a multi-worker run (`distribute="multi_worker"`) every worker runs the same steps, saves
+included, since saving and evaluating take part in the strategy's collective operations; only
+the chief (`dvae.runs.is_chief`) writes to the run directory, the other workers write to a
+temporary directory that is removed when the run object goes. Every worker resumes from the run
+directory's checkpoints, so resuming a multi-worker run needs `log_dir` on a file system that
+all workers see.
+
 One epoch of `fit` is `epoch_steps(hparams)` training steps, the largest count that divides
 the evaluation period, the checkpoint period and the run length, so that evaluations and
 step-based checkpoints fall on epoch ends. Validation (Keras's, with `val_loss` the validation
@@ -24,9 +31,11 @@ keyed by the step it resumes at.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import re
+import tempfile
 
 import keras
 import numpy as np
@@ -45,12 +54,17 @@ class NonFiniteError(RuntimeError):
   """A loss term became NaN or infinite."""
 
 
+@functools.cache
 def make_strategy(name):
   """The tf.distribute strategy for `distribute` = "none", "mirrored" or "multi_worker".
 
   "mirrored" replicates over the local devices; "multi_worker" over the workers that the
   TF_CONFIG environment variable describes. Each replica trains on its share of the global
   batch with its own sampler noise; gradients are summed across replicas.
+
+  One instance per name and process: the multi-worker strategy configures the collective
+  operations, which TensorFlow allows only before its runtime starts, so a program creates it
+  first (as run_training.py does) and every later call returns that instance.
   """
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
@@ -111,11 +125,22 @@ class Run:
     hparams: a resolved `dvae.config.HParams`.
     dataset: a `dvae.data.Dataset`.
     log: a function of one line (progress, evaluations, resumption).
+
+  Attributes:
+    directory: the run directory.
+    chief: whether this process writes the run's files (not a non-chief multi-worker worker).
+    output: where this process writes: `directory` for the chief, else a temporary directory.
   """
 
   def __init__(self, hparams, dataset, log=print):
     self.hparams, self.dataset, self.log = hparams, dataset, log
     self.directory = runs.run_directory(hparams)
+    self.chief = hparams.distribute != "multi_worker" or runs.is_chief()
+    if self.chief:
+      self.output = self.directory
+    else:
+      self._scratch = tempfile.TemporaryDirectory(prefix="dvae-worker-")
+      self.output = self._scratch.name
     self.strategy = make_strategy(hparams.distribute)
     with self.strategy.scope():
       self.model = DVAE(hparams, dataset.train_mean)
@@ -132,11 +157,14 @@ class Run:
     checkpoint = tf.train.Checkpoint(
         model=self.model, best_val_nll=self.best_val_nll, best_step=self.best_step,
         train_seconds=self.train_seconds, wall_seconds=self.wall_seconds)
-    checkpoints = os.path.join(self.directory, "checkpoints")
+    checkpoints = os.path.join(self.output, "checkpoints")
     self.latest = tf.train.CheckpointManager(checkpoint, os.path.join(checkpoints, "latest"),
                                              max_to_keep=2)
     self.best = tf.train.CheckpointManager(checkpoint, os.path.join(checkpoints, "best"),
                                            max_to_keep=1)
+    # The chief's checkpoints, which every worker resumes from.
+    self.resume_from = self.latest if self.chief else tf.train.CheckpointManager(
+        checkpoint, os.path.join(self.directory, "checkpoints", "latest"), max_to_keep=2)
     self.clock = callbacks_lib.TrainingClock(self.train_seconds, self.wall_seconds)
 
   @property
@@ -154,11 +182,29 @@ class Run:
       manager.checkpoint.restore(prefix).assert_existing_objects_matched()
     return prefix
 
+  def _sum_over_replicas(self, value):
+    """The sum of `value()` (a float64 scalar) over all replicas of all workers."""
+    strategy = self.strategy
+    return float(tf.function(lambda: strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(value), axis=None))())
+
   def restore_latest(self):
-    """Resumes from the newest readable checkpoint if there is one; returns the step reached."""
-    prefix = self._restore(self.latest)
+    """Resumes from the newest readable checkpoint if there is one; returns the step reached.
+
+    Raises:
+      runs.RunError: when the workers of a multi-worker run did not all resume at one step
+        (the others could not read the chief's checkpoints).
+    """
+    prefix = self._restore(self.resume_from)
     if prefix:
       self.log(f"resumed from {prefix} at step {self.step}")
+    steps = self._sum_over_replicas(
+        lambda: tf.cast(self.model.optimizer.iterations, tf.float64))
+    if steps != self.step * self.strategy.num_replicas_in_sync:
+      raise runs.RunError(
+          f"the workers resumed at different steps (this one at {self.step}): each resumes "
+          f"from the chief's checkpoints in {self.directory}, so --log_dir must be on a file "
+          "system that every worker sees")
     self.clock = callbacks_lib.TrainingClock(self.train_seconds, self.wall_seconds)
     return self.step
 
@@ -170,7 +216,7 @@ class Run:
   def callbacks(self):
     """Keras's callbacks and the project's (`dvae.callbacks`), in the order they must run."""
     hp = self.hparams
-    summaries = os.path.join(self.directory, "summaries")
+    summaries = os.path.join(self.output, "summaries")
     checkpoints = callbacks_lib.Checkpoints(
         self.save_latest, self.best, self.best_val_nll, self.best_step,
         hp.checkpoint_every_steps, hp.checkpoint_every_secs)
@@ -182,7 +228,7 @@ class Run:
         self.clock,
         callbacks_lib.Evaluation(
             self.dataset.test, hp.periodic_eval_iw_samples, hp.eval_batch_size,
-            os.path.join(self.directory, "eval_history.jsonl"), summaries, self.log),
+            os.path.join(self.output, "eval_history.jsonl"), summaries, self.log),
         callbacks_lib.Summaries(summaries, self.dataset.valid, self.dataset.image_shape),
         keras.callbacks.TensorBoard(summaries),
         checkpoints,
@@ -227,7 +273,8 @@ class Run:
             f"kept: {kept}")
 
   def final_evaluation(self):
-    """Restores the best checkpoint, re-estimates log Z, evaluates (SPEC §5); writes results.json."""
+    """Restores the best checkpoint, re-estimates log Z, evaluates (SPEC §5); writes results.json
+    to `output` (the run directory, or a non-chief worker's temporary one)."""
     hp = self.hparams
     steps = self.step
     self.clock.tick()
@@ -240,7 +287,7 @@ class Run:
                              ("test", self.dataset.test, hp.eval_iw_samples)):
       for name, value in evaluation.evaluate(self.model, images, k, hp.eval_batch_size).items():
         results[f"{split}_{name}"] = value
-    writer = tf.summary.create_file_writer(os.path.join(self.directory, "summaries"))
+    writer = tf.summary.create_file_writer(os.path.join(self.output, "summaries"))
     with writer.as_default(step=steps):
       for name, value in results.items():
         tf.summary.scalar(f"final/{name}", value)
@@ -257,5 +304,13 @@ class Run:
         steps_per_second=steps / train_seconds if train_seconds > 0 else None,
         val_iw_samples=hp.periodic_eval_iw_samples, test_iw_samples=hp.eval_iw_samples,
         hparams=dataclasses.asdict(hp))
-    runs.write_json_atomically(os.path.join(self.directory, "results.json"), results)
+    runs.write_json_atomically(os.path.join(self.output, "results.json"), results)
     return results
+
+  def wait_for_workers(self):
+    """Returns when every worker of the run has called it (at once without other workers).
+
+    A worker that ends while another is still working makes TensorFlow's coordination
+    service report it as crashed; the workers end together after this.
+    """
+    self._sum_over_replicas(lambda: tf.ones([], tf.float64))
