@@ -169,10 +169,14 @@ class Checkpoints(keras.callbacks.Callback):
       `best_val_nll` and `best_step`.
     best_val_nll, best_step: variables of the best validation NLL so far and its step.
     every_steps, every_secs: how often the latest state is saved.
+    any_worker: a function of a bool: whether it holds on any worker of a multi-worker run
+      (all of them save when the time has come on one).
   """
 
-  def __init__(self, save_latest, best, best_val_nll, best_step, every_steps, every_secs):
+  def __init__(self, save_latest, best, best_val_nll, best_step, every_steps, every_secs,
+               any_worker=bool):
     super().__init__()
+    self.any_worker = any_worker
     self._save_latest, self.best = save_latest, best
     self.best_val_nll, self.best_step = best_val_nll, best_step
     self.every_steps, self.every_secs = every_steps, every_secs
@@ -186,7 +190,7 @@ class Checkpoints(keras.callbacks.Callback):
     return time.monotonic() - self._last_save >= self.every_secs
 
   def on_train_batch_end(self, batch, logs=None):
-    if self._due() and _finite(logs or {}):
+    if self.any_worker(self._due()) and _finite(logs or {}):
       self.save_latest()
 
   def on_epoch_end(self, epoch, logs=None):
@@ -198,7 +202,7 @@ class Checkpoints(keras.callbacks.Callback):
       self.best_val_nll.assign(logs["val_loss"])
       self.best_step.assign(step)
       self.best.save(checkpoint_number=step)
-    if step % self.every_steps == 0 or "val_loss" in logs or self._due():
+    if step % self.every_steps == 0 or "val_loss" in logs or self.any_worker(self._due()):
       self.save_latest()
 
 
@@ -208,11 +212,15 @@ class Interrupted(Exception):
 
 class StopOnSignal(keras.callbacks.Callback):
   """On SIGTERM or SIGINT during `fit`: calls `save()` after the current step, then raises
-  `Interrupted`. The previous handlers are restored when training ends."""
+  `Interrupted`. The previous handlers are restored when training ends.
 
-  def __init__(self, save, signals=(signal.SIGTERM, signal.SIGINT)):
+  `any_worker` (a function of a bool: whether it holds on any worker of a multi-worker run)
+  makes every worker stop at the same step when one has received the signal.
+  """
+
+  def __init__(self, save, any_worker=bool, signals=(signal.SIGTERM, signal.SIGINT)):
     super().__init__()
-    self.save, self.signals = save, signals
+    self.save, self.any_worker, self.signals = save, any_worker, signals
     self._received, self._previous = None, {}
 
   def on_train_begin(self, logs=None):
@@ -223,11 +231,12 @@ class StopOnSignal(keras.callbacks.Callback):
     self._previous = {s: signal.signal(s, receive) for s in self.signals}
 
   def _stop_if_received(self):
-    if self._received is not None:
+    if self.any_worker(self._received is not None):
       self.on_train_end()
       self.save()
-      raise Interrupted(f"stopped by {signal.Signals(self._received).name} at step "
-                        f"{_step(self.model)}")
+      cause = (signal.Signals(self._received).name if self._received is not None
+               else "a signal to another worker")
+      raise Interrupted(f"stopped by {cause} at step {_step(self.model)}")
 
   def on_train_batch_end(self, batch, logs=None):
     self._stop_if_received()

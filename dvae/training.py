@@ -183,10 +183,22 @@ class Run:
     return prefix
 
   def _sum_over_replicas(self, value):
-    """The sum of `value()` (a float64 scalar) over all replicas of all workers."""
-    strategy = self.strategy
-    return float(tf.function(lambda: strategy.reduce(
-        tf.distribute.ReduceOp.SUM, strategy.run(value), axis=None))())
+    """The sum of the float64 scalar `value` over all replicas of all workers."""
+    if not hasattr(self, "_replica_sum"):
+      strategy = self.strategy
+      self._replica_sum = tf.function(lambda value: strategy.reduce(
+          tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None))
+    return float(self._replica_sum(tf.constant(value, tf.float64)))
+
+  def any_worker(self, flag):
+    """Whether `flag` holds on any worker of the run (`flag` itself in a one-process run).
+
+    What makes a worker save (a checkpoint's time come, a signal received) has to make every
+    worker save at the same step: saving reads the replicas' metrics, a collective operation.
+    """
+    if self.hparams.distribute != "multi_worker":
+      return flag
+    return self._sum_over_replicas(float(flag)) > 0
 
   def restore_latest(self):
     """Resumes from the newest readable checkpoint if there is one; returns the step reached.
@@ -198,8 +210,7 @@ class Run:
     prefix = self._restore(self.resume_from)
     if prefix:
       self.log(f"resumed from {prefix} at step {self.step}")
-    steps = self._sum_over_replicas(
-        lambda: tf.cast(self.model.optimizer.iterations, tf.float64))
+    steps = self._sum_over_replicas(self.step)
     if steps != self.step * self.strategy.num_replicas_in_sync:
       raise runs.RunError(
           f"the workers resumed at different steps (this one at {self.step}): each resumes "
@@ -219,7 +230,7 @@ class Run:
     summaries = os.path.join(self.output, "summaries")
     checkpoints = callbacks_lib.Checkpoints(
         self.save_latest, self.best, self.best_val_nll, self.best_step,
-        hp.checkpoint_every_steps, hp.checkpoint_every_secs)
+        hp.checkpoint_every_steps, hp.checkpoint_every_secs, self.any_worker)
     self.last_logs = {}
     return [
         keras.callbacks.LambdaCallback(
@@ -232,7 +243,7 @@ class Run:
         callbacks_lib.Summaries(summaries, self.dataset.valid, self.dataset.image_shape),
         keras.callbacks.TensorBoard(summaries),
         checkpoints,
-        callbacks_lib.StopOnSignal(self.save_latest),
+        callbacks_lib.StopOnSignal(self.save_latest, self.any_worker),
     ]
 
   def fit(self, verbose=2):
@@ -313,4 +324,4 @@ class Run:
     A worker that ends while another is still working makes TensorFlow's coordination
     service report it as crashed; the workers end together after this.
     """
-    self._sum_over_replicas(lambda: tf.ones([], tf.float64))
+    self._sum_over_replicas(1.0)
