@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +51,6 @@ def free_ports(count):
   return ports
 
 
-@pytest.mark.slow
 class MultiWorkerTrainingTest(tf.test.TestCase):
 
   def test_two_workers_follow_single_device_loss_and_only_the_chief_writes(self):
