@@ -336,7 +336,12 @@ def available_memory():
   except OSError:
     pass
   if available is None:
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # Without /proc (e.g. macOS, which also lacks SC_AVPHYS_PAGES), the physical memory bounds it.
+    try:
+      pages = os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+      pages = os.sysconf("SC_PHYS_PAGES")
+    available = pages * os.sysconf("SC_PAGE_SIZE")
   try:
     with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
       limit = f.read().strip()
