@@ -13,7 +13,9 @@ progress lines); these do the rest:
     StopOnSignal  SIGTERM / SIGINT: save at the end of the current step, then stop
 
 The step of every record is the optimizer's iteration count: the number of training steps
-taken, which survives restarts with the checkpoint.
+taken, which survives restarts with the checkpoint. Keras calls the batch hooks once per call
+of the compiled training loop, every `steps_per_execution` steps (a hparam): a "step" below
+is such a call, after which a time-based checkpoint is saved or a signal stops training.
 """
 
 import json

@@ -38,13 +38,14 @@ LOCK = "lock"
 
 # Hparams that may change between the commands of one run without changing what it learns:
 # where files are, the length of training (a longer run continues the same one; the learning-rate
-# schedule and KL warm-up follow the new length from the step reached), and how often and with
-# how many samples it is evaluated and saved. `dataset` names the data; `data_dir` only says
-# where the published files are, and their hashes are checked.
+# schedule and KL warm-up follow the new length from the step reached), how often and with
+# how many samples it is evaluated and saved, and how many steps one call of the compiled
+# training loop runs. `dataset` names the data; `data_dir` only says where the published files
+# are, and their hashes are checked.
 RESUME_SAFE = frozenset({
     "num_train_iter", "eval_every", "eval_batch_size", "eval_iw_samples",
     "periodic_eval_iw_samples", "checkpoint_every_steps", "checkpoint_every_secs", "log_dir",
-    "export_dir", "data_dir", "verify_data"})
+    "export_dir", "data_dir", "verify_data", "steps_per_execution"})
 # Hparams spelled in the directory path, outermost first (the seed beside the digest).
 PATH_KEYS = ("dataset", "struct", "baseline", "k", "seed")
 DIGEST_LENGTH = 8

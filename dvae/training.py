@@ -22,7 +22,9 @@ One epoch of `fit` is `epoch_steps(hparams)` training steps, the largest count t
 the evaluation period, the checkpoint period and the run length, so that evaluations and
 step-based checkpoints fall on epoch ends. Validation (Keras's, with `val_loss` the validation
 NLL at `periodic_eval_iw_samples` samples and a freshly estimated log Z) runs at the epochs that
-end on a multiple of `eval_every` and at the last one.
+end on a multiple of `eval_every` and at the last one. Each call of `fit`'s compiled loop runs
+n = gcd(`steps_per_execution`, the `fit` call's steps per epoch) steps, so that epochs end
+between calls; the model is compiled again where n changes.
 
 Running the same configuration again resumes from `checkpoints/latest`. All model randomness
 is stateless and keyed by (seed, step), so the noise of a resumed step is the noise it would
@@ -144,11 +146,8 @@ class Run:
     self.strategy = make_strategy(hparams.distribute)
     with self.strategy.scope():
       self.model = DVAE(hparams, dataset.train_mean)
-      self.model.compile(
-          optimizer=keras.optimizers.Adam(
-              learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3),
-          kl_coefficient=kl_warm_up(hparams.num_train_iter),
-          eval_iw_samples=hparams.periodic_eval_iw_samples)
+      self._compile(keras.optimizers.Adam(
+          learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3))
       self.model.optimizer.build(self.model.trainable_variables)
       self.best_val_nll = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
       self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
@@ -170,6 +169,33 @@ class Run:
   @property
   def step(self):
     return int(self.model.optimizer.iterations.numpy())
+
+  def _compile(self, optimizer, steps_per_execution=1):
+    """Compiles the model with the run's KL warm-up and periodic evaluation samples.
+
+    Compiling again with the model's own `optimizer` keeps the optimizer's state (its step
+    count and moments); Keras retraces the training loop for the new `steps_per_execution`.
+    """
+    hp = self.hparams
+    with self.strategy.scope():
+      self.model.compile(optimizer=optimizer, kl_coefficient=kl_warm_up(hp.num_train_iter),
+                         eval_iw_samples=hp.periodic_eval_iw_samples,
+                         steps_per_execution=steps_per_execution)
+
+  def _execute_in_calls_of(self, steps):
+    """Sets the steps per call of `fit`'s compiled loop for epochs of `steps` steps.
+
+    Keras runs ⌈steps / n⌉ whole calls of n steps per epoch, past the epoch's end unless n
+    divides `steps`; n is gcd(steps_per_execution, `steps`), logged when it is not the
+    requested value.
+    """
+    requested = self.hparams.steps_per_execution
+    n = math.gcd(requested, steps)
+    if n != requested:
+      self.log(f"steps_per_execution {n} instead of {requested} for epochs of {steps} steps "
+               "(it has to divide them)")
+    if n != self.model.steps_per_execution:
+      self._compile(self.model.optimizer, n)
 
   def _restore(self, manager):
     """Restores the newest readable checkpoint of `manager`; returns it (None if it has none).
@@ -267,10 +293,12 @@ class Run:
     if start % steps:
       # A session saved mid-epoch (by time or signal) first completes that epoch.
       epoch = start // steps
+      self._execute_in_calls_of(steps - start % steps)
       self.model.fit(steps_per_epoch=steps - start % steps, initial_epoch=epoch,
                      epochs=epoch + 1, **fit)
       self._check_finite()
     if self.step < hp.num_train_iter:
+      self._execute_in_calls_of(steps)
       self.model.fit(steps_per_epoch=steps, initial_epoch=self.step // steps, epochs=epochs,
                      **fit)
       self._check_finite()

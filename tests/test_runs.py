@@ -56,7 +56,8 @@ class RunDirectoryTest(absltest.TestCase):
     for change in (dict(num_train_iter=5000), dict(eval_iw_samples=10),
                    dict(periodic_eval_iw_samples=7), dict(eval_every=50),
                    dict(checkpoint_every_steps=3), dict(checkpoint_every_secs=9.0),
-                   dict(export_dir="elsewhere"), dict(eval_batch_size=500)):
+                   dict(export_dir="elsewhere"), dict(eval_batch_size=500),
+                   dict(steps_per_execution=10)):
       self.assertEqual(runs.run_directory(hparams("logs", **change)), base, change)
 
   def test_a_field_unknown_to_this_module_changes_the_identity(self):
@@ -119,11 +120,12 @@ class OpenRunTest(absltest.TestCase):
   def test_resume_safe_changes_are_allowed_and_logged(self):
     with self.open():
       pass
-    with self.open(num_train_iter=500, eval_iw_samples=50) as run:
+    with self.open(num_train_iter=500, eval_iw_samples=50, steps_per_execution=10) as run:
       self.assertTrue(run.resumed)
     changes = [line for line in self.lines if "resume-safe" in line]
-    self.assertLen(changes, 2)
+    self.assertLen(changes, 3)
     self.assertIn("num_train_iter changed from 100 to 500", " ".join(changes))
+    self.assertIn("steps_per_execution changed from 1 to 10", " ".join(changes))
     self.assertEqual(runs.read_config(run.directory)["num_train_iter"], 500)
 
   def test_a_field_missing_from_an_older_stored_configuration_counts_as_its_default(self):
