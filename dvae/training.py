@@ -292,11 +292,13 @@ class Run:
                validation_freq=validation_epochs(hp))
     if start % steps:
       # A session saved mid-epoch (by time or signal) first completes that epoch.
-      epoch = start // steps
-      self._execute_in_calls_of(steps - start % steps)
-      self.model.fit(steps_per_epoch=steps - start % steps, initial_epoch=epoch,
-                     epochs=epoch + 1, **fit)
+      epoch, remainder = start // steps, steps - start % steps
+      self._execute_in_calls_of(remainder)
+      self.model.fit(steps_per_epoch=remainder, initial_epoch=epoch, epochs=epoch + 1, **fit)
       self._check_finite()
+      # Every fit call iterates its dataset from the start: the next one goes on past the
+      # batches this one used.
+      fit["x"] = batches.skip(remainder)
     if self.step < hp.num_train_iter:
       self._execute_in_calls_of(steps)
       self.model.fit(steps_per_epoch=steps, initial_epoch=self.step // steps, epochs=epochs,

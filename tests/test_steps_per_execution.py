@@ -9,12 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from unittest import mock
 
 import keras
 import tensorflow as tf
 
 import helpers
-from dvae import callbacks, runs, training
+from dvae import callbacks, data, runs, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Epochs of 10 steps: a stop at step 7 leaves a 3-step epoch to complete, which 5 does not divide.
@@ -101,6 +102,20 @@ class StepsPerExecutionTest(tf.test.TestCase):
     self.assertEqual(run.model.steps_per_execution, 5)
     # Compiled again for 5 steps per call at step 10, the optimizer went on from its state.
     self.assertSameState(run, reference)
+
+  def test_session_resumed_mid_epoch_goes_on_with_the_next_batches(self):
+    hp = _hparams(self.get_temp_dir(), 1)
+    run = training.Run(hp, self.dataset, log=lambda line: None)
+    calls = []
+    with mock.patch.object(run, "restore_latest", return_value=7), \
+        mock.patch.object(run.model, "fit", side_effect=lambda **kw: calls.append(kw)):
+      run.fit()
+    self.assertEqual([call["steps_per_epoch"] for call in calls], [3, 10])
+    stream = list(data.train_dataset(self.dataset, hp.train_batch_size,
+                                     seed=hp.seed * 1_000_003 + 7).take(4))
+    self.assertAllEqual(next(iter(calls[0]["x"])), stream[0])
+    # The epoch's completion used batches 0–2 of the session's stream; the next call starts at 3.
+    self.assertAllEqual(next(iter(calls[1]["x"])), stream[3])
 
   def test_non_positive_value_is_refused_in_one_line(self):
     for value in (0, -1):
