@@ -34,7 +34,8 @@ Items:
                  energies of the means and of the chains, the running log Z's energy change).
   gibbs          one block-Gibbs sweep of 1000 chains of a 200 + 200 RBM; floor: its 2 products.
   graph_gibbs    one colour-block sweep of 1000 chains of the 400-unit Chimera prior (first 400
-                 nodes of C8, 2 colours); floor: its products [1000, 400]·[400, n_c] per colour.
+                 nodes of C8, 2 colours); floor: its products [1000, 400]·[400, n_c] per colour;
+                 extended floor: with a threefry uniform and a σ per unit (`colour_sweep_floor`).
   ais, pa        log Z by AIS, and by population annealing in 16 populations, at 1000
                  temperatures × 1024 samples (200 + 200 RBM); floor: 2 products of
                  [1024, 200]·[200, 200] per temperature.
@@ -149,6 +150,33 @@ def sampler_floor(num_chains, num_keep, num_sum, num_steps, annealing, repeats, 
                          (tf.constant(0), z_keep, tf.zeros([num_chains])))[1:]
 
   return best_time(lambda: [t.numpy() for t in steps(start)], repeats)
+
+
+def colour_sweep_floor(num_chains, colour_sizes, num_sweeps, repeats):
+  """Seconds for `num_sweeps` bare colour-block Gibbs sweeps (units ordered by colour).
+
+  Each sweep: one threefry uniform per unit, and for each colour class c in turn
+  z_c = [u_c < σ(z·W_{:,c})], a product [N, n]·[n, n_c].
+  """
+  num_units = sum(colour_sizes)
+  w = tf.random.normal([num_units, num_units], stddev=0.1)
+  bounds = np.cumsum([0] + list(colour_sizes))
+  start = tf.cast(tf.random.uniform([num_chains, num_units]) < 0.5, tf.float32)
+
+  @tf.function(jit_compile=True)
+  def sweeps(z):
+    def sweep(i, z):
+      uniform = tf.random.stateless_uniform([num_chains, num_units], tf.stack([i, 0]),
+                                            alg="threefry")
+      for low, high in zip(bounds[:-1], bounds[1:]):
+        block = tf.cast(uniform[:, low:high] < tf.sigmoid(tf.matmul(z, w[:, low:high])),
+                        tf.float32)
+        z = tf.concat([z[:, :low], block, z[:, high:]], axis=1)
+      return i + 1, z
+
+    return tf.while_loop(lambda i, _: i < num_sweeps, sweep, (tf.constant(0), z))[1]
+
+  return best_time(lambda: sweeps(start).numpy(), repeats)
 
 
 def network_shapes(hp, rows):
@@ -354,8 +382,10 @@ def bench_graph_gibbs(args):
   sweeps = 10 if args.quick else 100
   sweep = tf.function(lambda z: machine.gibbs_sweeps(z, sweeps, seed=[1, 2]))
   seconds = best_time(lambda: sweep(machine.chains).numpy(), repeats=3) / sweeps
-  shapes = [(1000, 400, int(n)) for n in np.bincount(machine.colours)]
-  return seconds, matmul_floor(shapes, repeats=20)
+  sizes = [int(n) for n in np.bincount(machine.colours)]
+  shapes = [(1000, 400, n) for n in sizes]
+  return (seconds, matmul_floor(shapes, repeats=20),
+          colour_sweep_floor(1000, sizes, sweeps, repeats=3) / sweeps)
 
 
 def bench_log_z(args, method):
@@ -486,7 +516,8 @@ def main():
         floor, 1.5, extended)
   seconds, floor, extended = bench_gibbs(args)
   add("gibbs", "sweep (1000 chains, 200+200)", seconds, floor, 1.3, extended)
-  add("graph_gibbs", "sweep (1000 chains, Chimera 400)", *bench_graph_gibbs(args), 1.3)
+  seconds, floor, extended = bench_graph_gibbs(args)
+  add("graph_gibbs", "sweep (1000 chains, Chimera 400)", seconds, floor, 1.3, extended)
   for method in ("ais", "pa"):
     seconds, floor, extended, num_betas = bench_log_z(args, method)
     add(method, f"log Z ({num_betas} temperatures × 1024)", seconds, floor, 1.3, extended)

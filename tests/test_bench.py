@@ -26,6 +26,7 @@ class FloorsTest(tf.test.TestCase):
         speed.bare_eval_floor(hp, images=2, samples=3, repeats=1),
         speed.sampler_floor(hp.num_chains, half, half, hp.num_sweeps, annealing=True, repeats=1,
                             resample=True),
+        speed.colour_sweep_floor(hp.num_chains, [3, 5], num_sweeps=2, repeats=1),
     ]
     for seconds in floors:
       self.assertGreater(seconds, 0.0)
