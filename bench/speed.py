@@ -251,11 +251,11 @@ def bare_energy(z, b1, b2, w):
 
 
 def bare_step_floor(hp, repeats):
-  """Seconds for one bare XLA-compiled DVAE# (power-function) gradient step without the sampler.
+  """Seconds for one bare compiled DVAE# (power-function) gradient step without the sampler.
 
   The arithmetic of a training step that no bookkeeping can drop, written as plain TensorFlow
-  in one compiled function: the encoders and decoder (dense → batch norm → tanh, batch-norm
-  moving averages), two threefry uniforms per latent unit for the mixture draw
+  in one function (`fastest_compilation`): the encoders and decoder (dense → batch norm → tanh,
+  batch-norm moving averages), two uniforms per latent unit for the mixture draw
   z = [u < σ(l)], ζ₀ = u'^β, with its implicit gradient ∂ζ/∂l = q(1 − q)(R(ζ|0) − R(ζ|1)) / q(ζ),
   log q(ζ|x), the mean-field log p(ζ) (fields b(ζ), 5 block updates, energy and entropy), the
   Bernoulli log-likelihood, the importance weights for K > 1, the weight decay, the surrogate
