@@ -26,12 +26,11 @@ import abc
 import math
 
 import keras
-import networkx as nx
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dvae import graphs, samplers
+from dvae import graphs, optional, samplers
 
 LOG_Z_METHODS = ("exact", "ais", "pa")
 # Beyond 2^20 enumerated states exact log Z is no longer a matter of seconds.
@@ -454,7 +453,7 @@ class GraphBoltzmannMachine(BoltzmannMachine):
   @classmethod
   def from_config(cls, config):
     config = dict(config)
-    graph = nx.Graph()
+    graph = optional.require("networkx", "Boltzmann machines on graphs").Graph()
     graph.add_nodes_from(config["graph"]["nodes"])
     graph.add_edges_from(config["graph"]["edges"])
     config["graph"] = graph

@@ -41,17 +41,15 @@ import scipy.optimize
 import scipy.sparse
 import scipy.special
 
-INSTALL_HINT = "pip install -r requirements-dwave.txt (dimod, dwave-samplers, dwave-graphs)"
+from dvae import optional
+
 # Above this the draws are effectively ground states; PL' stays positive up to β = ∞.
 MAX_INVERSE_TEMPERATURE = 1e4
 
 
 def import_dimod():
   """The `dimod` module, or an ImportError whose message is one line saying what to install."""
-  try:
-    return importlib.import_module("dimod")
-  except ImportError:
-    raise ImportError(f"dimod samplers need the D-Wave packages: {INSTALL_HINT}") from None
+  return optional.require("dimod", "dimod samplers")
 
 
 def binary_quadratic_model(biases, edges, couplings):

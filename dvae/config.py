@@ -11,13 +11,12 @@ of the paper that pick defaults live here too: the network structures (SPEC §4)
 
 import dataclasses
 import difflib
-import importlib.util
 import json
 import math
 import os
 import typing
 
-from dvae import bqm, graphs
+from dvae import bqm, graphs, optional
 
 # The published data sets; `dataset` may also be a path to a user's `.npz` file (see `dvae.data`).
 DATASETS = ("binarized_mnist", "omniglot", "dynamic_mnist")
@@ -74,7 +73,7 @@ DEFAULT_EVAL_BATCH_SIZE = {"binarized_mnist": 1000, "omniglot": 269, "dynamic_mn
 # is min(1000, EVAL_BATCH_PIXELS // D), the MNIST batch of 1000 for D ≤ 784.
 EVAL_BATCH_PIXELS = 1000 * 784
 
-HPARAMS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hparams")
+HPARAMS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hparams")
 
 
 class ConfigError(ValueError):
@@ -484,9 +483,9 @@ def _check_prior(hparams, origins):
       raise ConfigError(f"hparam graph_size ({_where(origins, 'graph_size')}) applies to the "
                         f"hardware-graph priors only ({', '.join(PRIORS[1:])}), not prior=rbm")
     return
-  if importlib.util.find_spec("dwave") is None or importlib.util.find_spec(
-      "dwave.graphs") is None:
-    raise ConfigError(f"prior={hparams.prior} needs the D-Wave packages: {bqm.INSTALL_HINT}")
+  if not (optional.available("dwave.graphs") and optional.available("networkx")):
+    raise ConfigError(f"prior={hparams.prior} needs the optional D-Wave packages: "
+                      f"{optional.INSTALL_HINT}")
   refusal = graph_prior_refusal(hparams.baseline, hparams.num_latent_layers)
   if refusal:
     raise ConfigError(f"prior={hparams.prior} ({_where(origins, 'prior')}): {refusal}")

@@ -1,7 +1,8 @@
 """Hardware graphs (Chimera, Pegasus, Zephyr) for Boltzmann priors, and proper colourings.
 
 The graphs come from D-Wave's graph package (`dwave-graphs`, an optional dependency imported
-only here and only when a hardware graph is asked for), with integer node labels (the linear
+only here and only when a hardware graph is asked for; networkx, also optional, only when a
+graph is coloured), with integer node labels (the linear
 indices of the package). Sizes follow the package:
 
 * chimera, size m: C_m, an m × m grid of K_{4,4} cells, 8m² nodes, bipartite (2 colours);
@@ -14,9 +15,7 @@ chip in the package's linear order (`latent_graph`). Unit k of the concatenated 
 is node `sorted(graph.nodes)[k]`.
 """
 
-import networkx as nx
-
-from dvae.bqm import INSTALL_HINT
+from dvae import optional
 
 FAMILIES = ("chimera", "pegasus", "zephyr")
 # Each family's graph constructor and node colouring in dwave.graphs, and the node attribute
@@ -29,11 +28,7 @@ _DWAVE_FUNCTIONS = {
 
 
 def _dwave_graphs():
-  try:
-    import dwave.graphs  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ImportError(f"hardware graphs need the D-Wave packages: {INSTALL_HINT}") from None
-  return dwave.graphs
+  return optional.require("dwave.graphs", "hardware graphs")
 
 
 def _check_family(family):
@@ -105,6 +100,7 @@ def colouring(graph):
   Raises:
     ValueError: for a graph with self-loops, which no colouring can make proper.
   """
+  nx = optional.require("networkx", "Boltzmann machines on graphs")
   if nx.number_of_selfloops(graph):
     raise ValueError("a Boltzmann machine's graph must have no self-loops (z_i² = z_i is a "
                      "bias, not a coupling)")

@@ -1,4 +1,4 @@
-"""The sampler interface, and the library without the optional D-Wave packages."""
+"""The sampler interface, and the library without the optional packages (D-Wave, networkx)."""
 
 import os
 import subprocess
@@ -11,14 +11,15 @@ from dvae import samplers
 from test_cli import REPO, TINY, run_cli
 from test_rbm import random_rbm
 
-# Makes `import dimod` and `import dwave...` fail as if the packages were not installed.
+# Makes `import dimod`, `import dwave...` and `import networkx` fail as if the optional packages
+# were not installed.
 BLOCKER = textwrap.dedent("""
     import importlib.abc
     import sys
 
     class _WithoutDWave(importlib.abc.MetaPathFinder):
       def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("dimod", "dwave"):
+        if name.split(".")[0] in ("dimod", "dwave", "networkx"):
           raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -84,8 +85,45 @@ class WithoutDWaveTest(tf.test.TestCase):
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **self.env))
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertEqual(result.stdout.strip().splitlines()[-1],
-                     "dimod samplers need the D-Wave packages: pip install -r "
-                     "requirements-dwave.txt (dimod, dwave-samplers, dwave-graphs)")
+                     "dimod samplers need the optional D-Wave packages: pip install -r "
+                     "requirements-dwave.txt (dimod, dwave-samplers, dwave-graphs, networkx), "
+                     'or pip install ".[dwave]"')
+
+  def test_every_core_module_imports_without_the_optional_packages(self):
+    modules = sorted(f"dvae.{name[:-3]}" for name in os.listdir(os.path.join(REPO, "dvae"))
+                     if name.endswith(".py") and name != "__init__.py")
+    script = textwrap.dedent(f"""
+        import importlib, sys
+        for module in {modules!r}:
+          importlib.import_module(module)
+        loaded = sorted(name for name in sys.modules
+                        if name.split(".")[0] in ("dimod", "dwave", "networkx"))
+        assert not loaded, loaded
+        print("imported", len({modules!r}))
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=self.get_temp_dir(), timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **self.env))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(result.stdout.strip(), f"imported {len(modules)}")
+
+  def test_command_line_help_and_a_core_run_need_no_optional_package(self):
+    log_dir = os.path.join(self.get_temp_dir(), "logs")
+    result = run_cli(["--help"], env=self.env)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn("--sampler", result.stdout)
+    result = run_cli([f"--log_dir={log_dir}", *TINY, "--num_train_iter=10", "--eval_every=10"],
+                     env=self.env)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
+
+  def test_command_line_asking_for_a_hardware_graph_says_what_to_install(self):
+    log_dir = os.path.join(self.get_temp_dir(), "logs")
+    result = run_cli([f"--log_dir={log_dir}", *TINY, "--prior=chimera"], env=self.env)
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+    self.assertIn("pip install -r requirements-dwave.txt", result.stderr)
+    self.assertFalse(os.path.exists(log_dir))
 
   def test_command_line_asking_for_a_dimod_sampler_says_what_to_install(self):
     log_dir = os.path.join(self.get_temp_dir(), "logs")
