@@ -21,8 +21,8 @@ import unittest
 
 import pytest
 
-import reproduce
 from dvae import paper
+from dvae.reproduction import cli, estimates, grids, running
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,13 +101,13 @@ class HarnessTest(unittest.TestCase):
       os.environ.pop(name, None)
 
   def run_harness(self, *extra, grid=TINY_GRID, env=None):
-    """Runs reproduce.main in-process; returns (exit status, stdout, stderr)."""
+    """Runs the harness's main in-process; returns (exit status, stdout, stderr)."""
     previous = dict(os.environ)
     os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()
     try:
       with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = reproduce.main([
+        status = cli.main([
             f"--grid={grid}", f"--log_dir={self.log_dir}", f"--results_dir={self.results_dir}",
             f"--trainer={shlex.join([sys.executable, self.trainer])}", *extra])
     finally:
@@ -116,7 +116,7 @@ class HarnessTest(unittest.TestCase):
     return status, out.getvalue(), err.getvalue()
 
   def run_dir(self, baseline, k, grid=TINY_GRID, **hparams):
-    return next(cell.run_dir for cell in reproduce.cells(reproduce.load_grid(grid), self.log_dir)
+    return next(cell.run_dir for cell in grids.cells(grids.load_grid(grid), self.log_dir)
                 if cell.hparams == {**cell.hparams, "baseline": baseline, "k": k, **hparams})
 
   def invocations(self):
@@ -155,7 +155,7 @@ class ReproduceTest(HarnessTest):
       self.assertEqual(hparams["k"], k)
       self.assertEqual(hparams["num_train_iter"], 20)
       self.assertEqual(hparams["log_dir"], os.path.join(self.log_dir, "tiny", "pcd", "seed0"))
-      with open(os.path.join(self.run_dir(baseline, k), reproduce.RUN_LOG)) as f:
+      with open(os.path.join(self.run_dir(baseline, k), running.RUN_LOG)) as f:
         self.assertIn(f"fake trainer for {baseline}/{k}", f.read())
     self.assertIn("4 to run", out)
 
@@ -359,7 +359,7 @@ class SeedsAndClaimsTest(HarnessTest):
 
   def write_runs(self, skip=()):
     grid = self.write_grid(self.GRID)
-    for cell in reproduce.cells(reproduce.load_grid(grid), self.log_dir):
+    for cell in grids.cells(grids.load_grid(grid), self.log_dir):
       hparams = cell.hparams
       if (hparams["baseline"], hparams["k"], hparams["seed"]) in skip:
         continue
@@ -374,9 +374,9 @@ class SeedsAndClaimsTest(HarnessTest):
       return f.read()
 
   def test_grid_is_the_union_of_its_products_seed_by_seed(self):
-    grid = reproduce.load_grid(self.write_grid(self.GRID))
+    grid = grids.load_grid(self.write_grid(self.GRID))
     order = [(c.hparams["seed"], c.hparams["baseline"], c.hparams["k"])
-             for c in reproduce.cells(grid, self.log_dir)]
+             for c in grids.cells(grid, self.log_dir)]
     # dvaes_power at K = 1 is in both products and runs once per seed.
     self.assertEqual(order, [(seed, baseline, k) for seed in (0, 1, 2) for baseline, k in
                              (("dvaes_power", 1), ("dvaepp_power", 1), ("dvaes_power", 5))])
@@ -390,7 +390,7 @@ class SeedsAndClaimsTest(HarnessTest):
     self.assertIn(f"| binarized_mnist | 1-layer-lin | DVAE# power | 1 | pcd | 0, 1, 2 | "
                   f"104.50 ± {stderr:.2f} | [{mean - T_2_975 * stderr:.2f}, "
                   f"{mean + T_2_975 * stderr:.2f}] | 83.37 |", self.page())
-    e = reproduce.estimate(values)
+    e = estimates.estimate(values)
     self.assertAlmostEqual(e.high - e.mean, T_2_975 * stderr, places=9)
 
   def test_claims_are_paired_by_seed_with_verdicts(self):
@@ -460,11 +460,11 @@ class GridFilesTest(unittest.TestCase):
 
   def test_every_grid_of_the_repository_loads(self):
     for name in os.listdir(os.path.join(REPO, "grids")):
-      reproduce.load_grid(os.path.join(REPO, "grids", name))
+      grids.load_grid(os.path.join(REPO, "grids", name))
 
   def test_paper_grid_is_the_papers_table(self):
-    grid = reproduce.load_grid(os.path.join(REPO, "grids", "paper.json"))
-    runs = reproduce.cells(grid, "runs")
+    grid = grids.load_grid(os.path.join(REPO, "grids", "paper.json"))
+    runs = grids.cells(grid, "runs")
     self.assertEqual(len(runs), 2 * 4 * 3 * 8)
     self.assertEqual({(c.hparams["dataset"], c.hparams["struct"], c.hparams["k"],
                        c.hparams["baseline"]) for c in runs},
@@ -474,6 +474,22 @@ class GridFilesTest(unittest.TestCase):
     for cell in runs:
       self.assertEqual(cell.hparams["sampler"], "pa")
       self.assertEqual(cell.hparams["num_train_iter"], 1_000_000)
+
+
+class EntryPointTest(unittest.TestCase):
+  """`python reproduce.py` is the harness's command line, run as a script."""
+
+  def test_script_prints_the_runs_of_a_dry_run(self):
+    tmp = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, tmp)
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "reproduce.py"), f"--grid={TINY_GRID}",
+         f"--log_dir={tmp}", "--dry_run"], capture_output=True, text=True, cwd=tmp, timeout=120)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn("tiny: 4 runs, 0 finished, 4 to run", result.stdout)
+    self.assertEqual(result.stdout.count("to run   "), 4)
+    self.assertIn(os.path.join(REPO, "run_training.py"), result.stdout)
+    self.assertEqual(os.listdir(tmp), [])
 
 
 class PaperTableTest(unittest.TestCase):
