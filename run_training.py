@@ -11,9 +11,12 @@ and keeps its last good checkpoint. Re-running the same command resumes the run.
 
 import contextlib
 import os
+import select
+import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,7 +67,7 @@ def _native_stderr_held_back():
     os.dup2(held.fileno(), 2)
     try:
       yield
-    except BaseException:
+    except Exception:  # not KeyboardInterrupt: Ctrl-C is one line, without the held lines
       os.dup2(saved, 2)
       held.seek(0)
       sys.stderr.write(held.read().decode(errors="replace"))
@@ -77,6 +80,54 @@ def _native_stderr_held_back():
 def _fail(message, status=2):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(status)
+
+
+@contextlib.contextmanager
+def _start_up(hparams):
+  """For a multi-worker run: ends the process with one line when the workers have not all
+  started within `startup_timeout_secs`, or at once on SIGTERM or SIGINT meanwhile.
+
+  TensorFlow waits for the other workers inside native code, where Python's signal handlers do
+  not run; the signals are seen through `signal.set_wakeup_fd` by a thread that also keeps
+  the time.
+  """
+  if hparams.distribute != "multi_worker":
+    yield
+    return
+  read, write = os.pipe()
+  os.set_blocking(write, False)
+  previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+  previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+  done = threading.Event()
+
+  def watch():
+    ready, _, _ = select.select([read], [], [], hparams.startup_timeout_secs)
+    if done.is_set():
+      return
+    if ready:
+      received = signal.Signals(os.read(read, 1)[0]).name
+      print(f"error: stopped by {received} while waiting for the workers of the multi-worker "
+            "run to start; nothing was trained", file=sys.stderr, flush=True)
+      os._exit(130)
+    print(f"error: the workers of the multi-worker run did not all start within "
+          f"{hparams.startup_timeout_secs:g} s (TF_CONFIG lists "
+          f"{os.environ.get('TF_CONFIG')}); start every worker, or raise "
+          "--startup_timeout_secs", file=sys.stderr, flush=True)
+    os._exit(2)
+
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  try:
+    yield
+  finally:
+    done.set()
+    os.write(write, b"\0")
+    watcher.join()
+    signal.set_wakeup_fd(previous_fd)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    os.close(read)
+    os.close(write)
 
 
 def main(argv):
@@ -96,13 +147,14 @@ def main(argv):
     runs.check_writable(runs.run_directory(hparams), "log_dir")
     if hparams.export_dir:
       runs.check_writable(hparams.export_dir, "export_dir")
+      runs.check_export_dir(hparams.export_dir, hparams.log_dir, flags.FLAGS.overwrite)
+    if hparams.distribute == "multi_worker":
+      runs.check_tf_config()
   except (config.ConfigError, runs.RunError) as e:
     _fail(e)
-  if hparams.export_dir and os.path.exists(hparams.export_dir) and not flags.FLAGS.overwrite:
-    _fail(f"export_dir {hparams.export_dir} exists; pass --overwrite to replace it")
 
   # Imported only now, so that bad hparams are reported before TensorFlow loads.
-  with _native_stderr_held_back():
+  with _native_stderr_held_back(), _start_up(hparams):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from dvae import (  # pylint: disable=g-import-not-at-top
         callbacks, data, evaluation, export, training)
@@ -121,26 +173,36 @@ def main(argv):
     samples = evaluation.samples_per_call(
         max(hparams.periodic_eval_iw_samples, hparams.eval_iw_samples), hparams.eval_batch_size,
         dataset.num_dims)
-    runs.check_memory(hparams, dataset.num_dims, hparams.eval_batch_size * samples)
-    lock = runs.open_run(hparams, log=log)
+    runs.check_memory(hparams, dataset.num_dims, hparams.eval_batch_size * samples,
+                      data_values=sum(x.size for x in (dataset.train, dataset.valid,
+                                                       dataset.test)))
+    lock = runs.open_run(hparams, log=log, data_fingerprint=data.fingerprint(dataset))
   except (data.DataError, runs.RunError) as e:
     _fail(e)
   for note in notes:
     log(note)
 
-  run = training.Run(hparams, dataset, log=log)
+  run = None
   try:
+    with _start_up(hparams):
+      run = training.Run(hparams, dataset, log=log)
     run.fit()
     results = run.final_evaluation()
   except runs.RunError as e:
     _fail(e)
   except training.NonFiniteError as e:
     _fail(e, status=1)
-  except (tf.errors.ResourceExhaustedError, MemoryError) as e:
-    kept = run.latest.latest_checkpoint or "none (no checkpoint was written yet)"
-    _fail(f"out of memory at step {run.step} ({str(e).strip().splitlines()[0]}); last "
-          f"checkpoint kept: {kept}; lower --k, --train_batch_size, --num_chains or "
-          "--eval_batch_size", status=1)
+  except (tf.errors.OpError, MemoryError, OSError) as e:
+    kept = ((run and run.latest.latest_checkpoint) or "none (no checkpoint was written yet)")
+    step = run.step if run else 0
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if runs.is_disk_full(e):
+      _fail(f"the disk is full at step {step} ({reason}); last checkpoint kept: {kept}; free "
+            f"space under {hparams.log_dir} and run the command again to resume", status=1)
+    if not isinstance(e, (tf.errors.ResourceExhaustedError, MemoryError)):
+      raise
+    _fail(f"out of memory at step {step} ({reason}); last checkpoint kept: {kept}; lower --k, "
+          "--train_batch_size, --num_chains or --eval_batch_size", status=1)
   except callbacks.Interrupted as e:
     _fail(f"{e}; state saved, re-run to resume", status=130)
   written = (f"results in {os.path.join(lock.directory, 'results.json')}" if run.chief
@@ -155,4 +217,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  main(sys.argv)
+  try:
+    main(sys.argv)
+  except KeyboardInterrupt:
+    # Before training starts (training itself saves and stops on SIGINT).
+    _fail("interrupted (Ctrl-C) before training started; nothing was trained", status=130)

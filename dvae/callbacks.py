@@ -27,7 +27,7 @@ import time
 import keras
 import tensorflow as tf
 
-from dvae import evaluation
+from dvae import evaluation, runs
 
 
 def image_tiles(images, rows, columns, image_shape):
@@ -91,8 +91,7 @@ class Evaluation(keras.callbacks.Callback):
               "log_z_stderr": float(model.rbm.log_z_stderr.numpy()),
               "val_nll": logs["val_loss"], "val_neg_elbo": logs["val_neg_elbo"],
               "test_nll": test["nll"], "test_neg_elbo": test["neg_elbo"]}
-    with open(self.history_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    append_record(self.history_path, record)
     with self.writer.as_default(step=record["step"]):
       for name, value in record.items():
         if name != "step":
@@ -100,6 +99,44 @@ class Evaluation(keras.callbacks.Callback):
     self.writer.flush()
     self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± {record['log_z_stderr']:.3f}, "
              f"val NLL {record['val_nll']:.2f}, test NLL {record['test_nll']:.2f}")
+
+
+def read_records(path):
+  """The records of a JSON-lines history, skipping a line a killed writer cut short."""
+  records = []
+  try:
+    with runs.open_no_follow(path, os.O_RDONLY) as f:
+      for line in f:
+        try:
+          records.append(json.loads(line))
+        except ValueError:
+          continue
+  except FileNotFoundError:
+    pass
+  return records
+
+
+def append_record(path, record):
+  """Adds `record` to the JSON-lines history at `path` by writing the file anew and renaming it.
+
+  Records of its step and later ones are dropped: a session killed after an evaluation but
+  before the checkpoint that follows it evaluates that step again when it resumes, so each
+  step keeps one record, the last.
+  """
+  kept = [old for old in read_records(path)
+          if isinstance(old, dict) and isinstance(old.get("step"), int)
+          and old["step"] < record["step"]]
+  temporary = f"{path}.tmp-{os.getpid()}"
+  try:
+    with runs.open_no_follow(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as f:
+      f.writelines(json.dumps(line) + "\n" for line in [*kept, record])
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.lexists(temporary):
+      os.remove(temporary)
+    raise
 
 
 class Summaries(keras.callbacks.Callback):
@@ -160,9 +197,10 @@ class TrainingClock(keras.callbacks.Callback):
 class Checkpoints(keras.callbacks.Callback):
   """The latest state (for resuming) and the best state (lowest `val_loss`, the validation NLL).
 
-  The latest is saved at the end of an epoch when `every_steps` divides the step, when the
-  epoch was validated (after the validation, so that a resumed run does not repeat it), or
-  when `every_secs` have passed since the last save (then also mid-epoch). Nothing is saved
+  The latest is saved after each step (each call of the compiled loop) that passes a multiple
+  of `every_steps` or ends `every_secs` after the last save, and at the end of an epoch that
+  was validated (after the validation, so that a resumed run does not repeat it) or whose
+  save is due. Nothing is saved
   from an epoch whose logs are not finite: the last good checkpoint stays.
 
   Args:
@@ -183,15 +221,28 @@ class Checkpoints(keras.callbacks.Callback):
     self.best_val_nll, self.best_step = best_val_nll, best_step
     self.every_steps, self.every_secs = every_steps, every_secs
     self._last_save = time.monotonic()
+    self._period = None  # the step // every_steps of the last save
+    self._epoch_end = None  # the step at which the current epoch ends
 
   def save_latest(self):
     self._save_latest()
     self._last_save = time.monotonic()
+    self._period = _step(self.model) // self.every_steps
 
   def _due(self):
-    return time.monotonic() - self._last_save >= self.every_secs
+    step = _step(self.model)
+    if self._period is None:
+      self._period = step // self.every_steps
+    return (time.monotonic() - self._last_save >= self.every_secs
+            or step // self.every_steps > self._period)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_end = _step(self.model) + self.params["steps"]
 
   def on_train_batch_end(self, batch, logs=None):
+    # At the epoch's end `on_epoch_end` saves, after the validation.
+    if _step(self.model) == self._epoch_end:
+      return
     if self.any_worker(self._due()) and _finite(logs or {}):
       self.save_latest()
 
@@ -204,7 +255,7 @@ class Checkpoints(keras.callbacks.Callback):
       self.best_val_nll.assign(logs["val_loss"])
       self.best_step.assign(step)
       self.best.save(checkpoint_number=step)
-    if step % self.every_steps == 0 or "val_loss" in logs or self.any_worker(self._due()):
+    if "val_loss" in logs or self.any_worker(self._due()):
       self.save_latest()
 
 

@@ -16,7 +16,7 @@ import math
 import os
 import typing
 
-from dvae import bqm, graphs, optional
+from dvae import bqm, graphs, optional, runs
 
 # The published data sets; `dataset` may also be a path to a user's `.npz` file (see `dvae.data`).
 DATASETS = ("binarized_mnist", "omniglot", "dynamic_mnist")
@@ -165,6 +165,7 @@ class HParams:
   checkpoint_every_steps: int = 1000
   checkpoint_every_secs: float = 300.0
   steps_per_execution: int = 1
+  startup_timeout_secs: float = 600.0
 
   @property
   def structure(self):
@@ -185,6 +186,11 @@ class HParams:
     if is_data_file(self.dataset):
       return os.path.splitext(os.path.basename(self.dataset))[0]
     return self.dataset
+
+  @property
+  def graph_nodes(self):
+    """Nodes of the whole hardware graph the prior is cut from (0 for the RBM)."""
+    return 0 if self.prior == "rbm" else graphs.num_nodes(self.prior, self.graph_size)
 
   @property
   def dimod_sampler_kwargs(self):
@@ -254,6 +260,8 @@ HELP = {
                            "trips, the same result; time-based checkpoints, the stop on SIGTERM "
                            "or SIGINT and the training clock act between calls only, so up to "
                            "that many steps late; 10 pays on small configurations (default 1)",
+    "startup_timeout_secs": "with distribute=multi_worker: seconds to wait for every worker to "
+                            "start before giving up with one line (default 600)",
 }
 
 _FIELD_TYPES = typing.get_type_hints(HParams)
@@ -262,14 +270,18 @@ _CHOICES = {"struct": tuple(STRUCTURES), "baseline": BASELINES, "sampler": SAMPL
 _AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
                  "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
                  "checkpoint_every_steps", "latent_units", "hidden_units", "steps_per_execution")
-_POSITIVE_REALS = ("beta", "base_lr", "checkpoint_every_secs", "sampler_inverse_temperature")
+_POSITIVE_REALS = ("beta", "base_lr", "checkpoint_every_secs", "sampler_inverse_temperature",
+                   "startup_timeout_secs")
 _DIMOD_ONLY = {"dimod_sampler": None, "dimod_sampler_args": "{}",
                "sampler_inverse_temperature": 1.0, "estimate_inverse_temperature": False}
 # The model feeds the seed to int32 stateless seeds.
 _MAX_SEED = 2**31 - 1
+# The largest count (steps, units, chains, sizes...); larger ones overflow int32 shapes and
+# counters long before memory runs out.
+_MAX_COUNT = 2**31 - 1
 
 
-def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
+def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR, import_sampler=True):
   """Reads, merges, validates and resolves a configuration.
 
   Args:
@@ -279,6 +291,9 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
       the file. An empty string for `data_dir` or `export_dir` means unset, since a flag cannot
       spell `null`.
     hparams_dir: the folder for bare names.
+    import_sampler: whether to import the dimod sampler that `dimod_sampler` names, to check
+      it and `dimod_sampler_args` by drawing from a two-unit model (else only the path's form
+      is checked, and the sampler is imported at its first use).
 
   Returns:
     `(hparams, notes)`: the validated `HParams` with every `None` default resolved, and lines for
@@ -302,6 +317,9 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
       notes.append(f"flag --{key}={_show(value)} overrides {key}={_show(values[key])} from {path}")
     values[key], origins[key] = value, origin
 
+  if "dataset" in values and is_data_file(values["dataset"]):
+    # A file is the same data from any working directory.
+    values["dataset"] = os.path.abspath(values["dataset"])
   hparams = HParams(**values)
   if hparams.dataset not in DATASETS and not is_data_file(hparams.dataset):
     raise ConfigError(f"unknown dataset {hparams.dataset!r} ({_where(origins, 'dataset')}); "
@@ -331,9 +349,35 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
     notes.append(f"graph_size={resolved['graph_size']}: the smallest {hparams.prior} graph "
                  f"that holds the latent units")
   hparams = dataclasses.replace(hparams, **resolved)
-  _check_ranges(hparams, origins)
+  _check_ranges(hparams, origins, import_sampler)
   _check_prior(hparams, origins)
   return hparams, notes
+
+
+def from_dict(values, num_inputs):
+  """The `HParams` of a stored configuration (a model file's), validated as `load_hparams`
+  validates flags, and refused when the model it describes would not fit in memory.
+
+  A dimod sampler it names is not imported here (a file runs no code when it loads): the
+  sampler imports it at its first draw.
+
+  Args:
+    values: a dict of hparams, as `dataclasses.asdict(hparams)` gives it.
+    num_inputs: D, the data's dimension.
+
+  Raises:
+    ConfigError: one line naming the problem.
+  """
+  if not isinstance(values, dict):
+    raise ConfigError(f"a stored configuration must be a dict of hparams, got "
+                      f"{type(values).__name__}")
+  hparams, _ = load_hparams(None, {key: value for key, value in values.items()
+                                   if value is not None}, import_sampler=False)
+  try:
+    runs.check_memory(hparams, num_inputs, eval_rows=0)
+  except runs.RunError as e:
+    raise ConfigError(str(e)) from None
+  return hparams
 
 
 def for_data(hparams, num_dims):
@@ -389,9 +433,10 @@ def _read_json_object(path):
   except OSError as e:
     raise ConfigError(f"cannot read hparams file {path}: {e.strerror}; "
                       "give a readable JSON file") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ConfigError(f"{path} is not valid JSON ({e}); an hparams file is one JSON object "
-                      'such as {"k": 5}') from None
+  except (ValueError, RecursionError) as e:
+    # ValueError: invalid JSON or UTF-8, or an integer of more digits than Python converts.
+    raise ConfigError(f"{path} is not valid JSON ({_first_line(e)}); an hparams file is one "
+                      'JSON object such as {"k": 5}') from None
   if not isinstance(content, dict):
     raise ConfigError(f"{path} holds a JSON {type(content).__name__}, not an object; an hparams "
                       'file is one JSON object such as {"k": 5}')
@@ -430,14 +475,14 @@ def _checked(key, value, origin):
   return float(value) if kind is float else value
 
 
-def _check_ranges(hparams, origins):
+def _check_ranges(hparams, origins, import_sampler=True):
   def refuse(key, requirement):
     raise ConfigError(f"hparam {key}={_show(getattr(hparams, key))} ({_where(origins, key)}) "
                       f"must be {requirement}")
 
   for key in _AT_LEAST_ONE:
-    if getattr(hparams, key) is not None and getattr(hparams, key) < 1:
-      refuse(key, "an integer ≥ 1")
+    if getattr(hparams, key) is not None and not 1 <= getattr(hparams, key) <= _MAX_COUNT:
+      refuse(key, f"an integer ≥ 1 and ≤ {_MAX_COUNT}")
   for key in _POSITIVE_REALS:
     value = getattr(hparams, key)
     if not (math.isfinite(value) and value > 0):
@@ -449,10 +494,10 @@ def _check_ranges(hparams, origins):
   if hparams.num_latent_layers * hparams.latent_units < 2:
     refuse("latent_units", f"at least 2 in all for the two halves of the RBM "
            f"({hparams.struct} has {hparams.num_latent_layers} latent layer)")
-  _check_dimod_sampler(hparams, origins)
+  _check_dimod_sampler(hparams, origins, import_sampler)
 
 
-def _check_dimod_sampler(hparams, origins):
+def _check_dimod_sampler(hparams, origins, import_sampler):
   """The dimod hparams are set only with sampler=dimod, and then name a usable sampler."""
   if hparams.sampler != "dimod":
     for key, default in _DIMOD_ONLY.items():
@@ -463,18 +508,41 @@ def _check_dimod_sampler(hparams, origins):
   if not hparams.dimod_sampler:
     raise ConfigError("sampler=dimod needs dimod_sampler, the import path of a dimod sampler "
                       "class, e.g. --dimod_sampler=dwave.samplers.SimulatedAnnealingSampler")
+  if not all(part.isidentifier() for part in hparams.dimod_sampler.split(".")) or (
+      "." not in hparams.dimod_sampler):
+    raise ConfigError(f"hparam dimod_sampler={hparams.dimod_sampler!r} "
+                      f"({_where(origins, 'dimod_sampler')}) is not an import path "
+                      "module.Class, e.g. dwave.samplers.SimulatedAnnealingSampler")
   try:
     kwargs = json.loads(hparams.dimod_sampler_args)
-  except json.JSONDecodeError as e:
+  except (ValueError, RecursionError) as e:
     kwargs = e
   if not isinstance(kwargs, dict):
+    shown = hparams.dimod_sampler_args
+    shown = shown if len(shown) <= 80 else shown[:79] + "…"
     raise ConfigError(f"hparam dimod_sampler_args ({_where(origins, 'dimod_sampler_args')}) must "
-                      f"be a JSON object such as '{{\"num_sweeps\": 100}}', got "
-                      f"{hparams.dimod_sampler_args!r}")
+                      f"be a JSON object such as '{{\"num_sweeps\": 100}}', got {shown!r}")
+  if import_sampler:
+    try:
+      sampler = bqm.sampler_from_path(hparams.dimod_sampler)
+      bqm.check_sample_kwargs(sampler, kwargs)
+    except (ImportError, ValueError) as e:
+      raise ConfigError(str(e)) from None
+    _try_sampler(sampler, kwargs, origins)
+
+
+def _try_sampler(sampler, kwargs, origins):
+  """Draws once from a two-unit model with `kwargs`, so that a value of a type or range the
+  sampler refuses (`{"num_sweeps": "abc"}`) is refused before the run starts."""
+  model = bqm.binary_quadratic_model([0.0, 0.0], [[0, 1]], [0.0])
+  reads = {"num_reads": 1} if "num_reads" in sampler.parameters else {}
   try:
-    bqm.check_sample_kwargs(bqm.sampler_from_path(hparams.dimod_sampler), kwargs)
-  except (ImportError, ValueError) as e:
-    raise ConfigError(str(e)) from None
+    sampler.sample(model, **kwargs, **reads).record  # pylint: disable=expression-not-assigned
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"hparam dimod_sampler_args={kwargs} "
+                      f"({_where(origins, 'dimod_sampler_args')}) is refused by "
+                      f"{type(sampler).__name__}.sample: {type(e).__name__}: "
+                      f"{_first_line(e)}") from None
 
 
 def _check_prior(hparams, origins):
@@ -497,6 +565,11 @@ def _check_prior(hparams, origins):
                             hparams.num_latent_layers * hparams.latent_units)
   if error:
     raise ConfigError(f"{error} ({_where(origins, 'graph_size')})")
+
+
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
 
 
 def _where(origins, key):

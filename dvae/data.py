@@ -51,12 +51,15 @@ the .gz was compressed (mirrors recompress).
 """
 
 import collections.abc
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import io
 import logging
+import math
 import os
+import stat
 import tempfile
 import types
 import urllib.request
@@ -68,7 +71,7 @@ import numpy as np
 import scipy.io
 import tensorflow as tf
 
-from dvae import config
+from dvae import config, runs
 
 NUM_PIXELS = 784
 SPLITS = ("train", "valid", "test")
@@ -118,6 +121,9 @@ CHECKSUMS = types.MappingProxyType({
 })
 
 DOWNLOAD_TIMEOUT_SECS = 60
+# The most bytes a download may have (the largest published file, chardata.mat, has 38 MB):
+# more is refused before its hash is computed.
+MAX_DOWNLOAD_BYTES = 256 * 2**20
 
 _LOG = logging.getLogger(__name__)
 
@@ -146,6 +152,18 @@ class Dataset:
   def num_dims(self):
     """D, the pixels per image."""
     return self.train.shape[1]
+
+
+def fingerprint(dataset):
+  """16 hex digits of the SHA-256 of a `Dataset`'s splits (shape, dtype and bytes of each) and
+  its binarization: a run's data, as part of its identity (`dvae.runs.open_run`)."""
+  digest = hashlib.sha256()
+  for x in (dataset.train, dataset.valid, dataset.test):
+    x = np.ascontiguousarray(x)
+    digest.update(f"{x.dtype.str}{x.shape};".encode())
+    digest.update(memoryview(x).cast("B"))
+  digest.update(f"dynamic={dataset.dynamic_binarization}".encode())
+  return digest.hexdigest()[:16]
 
 
 def default_data_root():
@@ -272,20 +290,35 @@ class _Files:
                       f"(DVAE_OFFLINE={offline}); put {'it' if len(names) == 1 else 'them'} "
                       f"there (from {sources})"
                       + (f" or put {alternative} there" if alternative else ""))
+    created = not os.path.isdir(folder)
     try:
       os.makedirs(folder, exist_ok=True)
     except OSError as e:
       raise DataError(f"cannot create {folder} to download {', '.join(names)} into "
                       f"({e.strerror}); put the files there yourself") from None
+    try:
+      self._download_into(folder, names)
+    except BaseException:
+      if created:
+        # Leaves no empty folder behind (one that got files keeps them).
+        with contextlib.suppress(OSError):
+          os.rmdir(folder)
+      raise
+
+  def _download_into(self, folder, names):
     for name in names:
       url = self.urls[name]
       _LOG.info("downloading %s from %s", name, url)
       try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECS) as response:
-          content = response.read()
+          content = response.read(MAX_DOWNLOAD_BYTES + 1)
       except (OSError, ValueError) as e:
         raise DataError(f"could not download {name} from {url} ({_one_line(e)}); "
                         f"download it yourself and put it in {folder}") from None
+      if len(content) > MAX_DOWNLOAD_BYTES:
+        raise DataError(f"the download of {name} from {url} is larger than "
+                        f"{MAX_DOWNLOAD_BYTES:,} bytes, so it was not kept; put a good copy "
+                        f"in {folder}")
       mismatch = self._mismatch(name, content)
       if mismatch is not None:
         raise DataError(f"the download of {name} from {url} has {mismatch}, so it was not "
@@ -507,6 +540,9 @@ _NPZ_FORMAT = ("a .npz must hold arrays train, test and optionally valid, each [
 
 def _load_npz(path):
   try:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+      raise DataError(f"dataset {path} is not a regular file (a folder, pipe or device); give "
+                      f"the path of a .npz file")
     with open(path, "rb") as f:
       magic = f.read(6)
   except FileNotFoundError:
@@ -531,6 +567,7 @@ def _load_npz(path):
     if missing:
       raise DataError(f"{path} lacks {' and '.join(missing)} (it has "
                       f"{', '.join(npz.files) or 'no arrays'}); {_NPZ_FORMAT}")
+    _check_declared_arrays(path, npz)
     arrays = {}
     for key in SPLITS:
       if key in npz.files:
@@ -544,8 +581,8 @@ def _load_npz(path):
   shape = None
   for key, x in arrays.items():
     described = f"{path}: {key}"
-    if not (x.dtype == bool or np.issubdtype(x.dtype, np.integer)
-            or np.issubdtype(x.dtype, np.floating)):
+    # By kind: numpy counts timedelta64 among the integers.
+    if x.dtype.kind not in _NPZ_KINDS:
       raise DataError(f"{described} has dtype {x.dtype}; {_NPZ_FORMAT}")
     if x.ndim not in (2, 3) or 0 in x.shape[1:]:
       raise DataError(f"{described} has shape {list(x.shape)}; {_NPZ_FORMAT}")
@@ -570,6 +607,39 @@ def _load_npz(path):
                  described=path)
 
 
+# Boolean, signed and unsigned integer, floating point.
+_NPZ_KINDS = "biuf"
+
+
+def _check_declared_arrays(path, npz):
+  """Refuses, from the headers alone, splits of another dtype or more bytes than memory holds.
+
+  Each member's .npy header declares its dtype and shape; nothing is decompressed before they
+  pass (a small compressed file may declare terabytes).
+  """
+  total = 0
+  for key in SPLITS:
+    if key not in npz.files:
+      continue
+    try:
+      with npz.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(member)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      raise DataError(f"{path}: array {key!r} has no readable .npy header ({_one_line(e)}); "
+                      f"{_NPZ_FORMAT}") from None
+    if dtype.kind not in _NPZ_KINDS:
+      raise DataError(f"{path}: {key} has dtype {dtype}; {_NPZ_FORMAT}")
+    # The array as stored and as float32 (every split ends as float32 [N, D]).
+    total += math.prod(shape) * (dtype.itemsize + 4)
+  available = runs.available_memory()
+  if total > available:
+    raise DataError(f"{path} declares arrays of {total / 2**30:.1f} GiB once loaded, but "
+                    f"{available / 2**30:.1f} GiB of memory is available; give smaller data")
+
+
 def _unreadable_npz(described, error):
   if "pickle" in str(error):
     return (f"{described} holds pickled Python objects (an object or ragged array), which are "
@@ -580,24 +650,29 @@ def _unreadable_npz(described, error):
 # tf.data
 
 
-def train_dataset(dataset, batch_size, seed):
+def train_dataset(dataset, batch_size, seed, start_step=0):
   """Endless batches of training images, float32 [batch_size, 784] with values in {0, 1}.
 
   Each epoch visits the training set in a fresh permutation and batches run on across epoch
   boundaries, so every batch is full. Grey training images (`dynamic_binarization`) are
   binarized afresh in every batch, pixel ~ Bernoulli(grey level). Both are stateless functions
   of (`seed`, epoch) and (`seed`, batch number): the same seed gives the same batches whatever
-  TensorFlow's global seed.
+  TensorFlow's global seed, and the stream from `start_step` is the tail of the stream from 0
+  (batch t holds the images at positions t·B … (t + 1)·B − 1 of the concatenated
+  permutations), so a resumed run sees the batches it would have seen without the interruption.
 
   Args:
     dataset: a `Dataset`.
     batch_size: images per batch, ≥ 1.
     seed: a non-negative int below 2**63.
+    start_step: the number of the first batch, ≥ 0.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
   if not 0 <= seed < 2**63:
     raise ValueError(f"seed must be an int in [0, 2**63), got {seed}")
+  if start_step < 0:
+    raise ValueError(f"start_step must be ≥ 0, got {start_step}")
   # Binary images travel as uint8, a quarter of the memory of float32 (the pipeline holds a
   # copy of the whole training set).
   images = tf.constant(dataset.train if dataset.dynamic_binarization
@@ -620,9 +695,10 @@ def train_dataset(dataset, batch_size, seed):
       x = tf.cast(uniform < x, tf.float32)
     return x
 
-  indices = (tf.data.Dataset.counter().flat_map(epoch_order)
+  first_epoch, offset = divmod(start_step * batch_size, num_images)
+  indices = (tf.data.Dataset.counter(first_epoch).flat_map(epoch_order).skip(offset)
              .batch(batch_size, drop_remainder=True))
-  return (tf.data.Dataset.zip(tf.data.Dataset.counter(), indices)
+  return (tf.data.Dataset.zip(tf.data.Dataset.counter(start_step), indices)
           .map(images_of, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
 

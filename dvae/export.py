@@ -14,10 +14,12 @@ Load with `tf.saved_model.load(path)` and call e.g. `loaded.decode(z)`.
 
 import os
 import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
 
+from dvae import runs
 from dvae.model import iw_log_mean_exp
 
 # Gibbs sweeps that take fresh chains from uniform noise to (approximate) prior samples.
@@ -34,9 +36,13 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
   `image_shape` (H, W) of the training data (`Dataset.image_shape`), if it has one, is kept as
   the `image_shape` endpoint, so that a user can reshape the [N, D] outputs into images.
   """
-  if os.path.exists(export_dir) and not overwrite:
+  if os.path.lexists(export_dir) and not overwrite:
     raise ExportDirExistsError(
         f"export directory {export_dir} exists; pass --overwrite to replace it")
+  if os.path.lexists(export_dir) and not runs.is_export(export_dir):
+    raise ExportDirExistsError(
+        f"export directory {export_dir} is not a model exported by this program (it has no "
+        f"{runs.EXPORT_MARKER}), so it is not replaced; remove it yourself or export elsewhere")
   num_latents = model.rbm.num_units
   images = tf.TensorSpec([None, model.num_dims], tf.float32, name="x")
   seed = tf.TensorSpec([2], tf.int32, name="seed")
@@ -66,9 +72,22 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
   if image_shape is not None:
     archive.add_endpoint("image_shape", lambda: tf.constant(image_shape, tf.int32),
                          input_signature=[])
-  temporary = f"{export_dir.rstrip(os.sep)}.tmp-{os.getpid()}"
-  shutil.rmtree(temporary, ignore_errors=True)
-  archive.write_out(temporary, verbose=False)
-  if os.path.exists(export_dir):
-    shutil.rmtree(export_dir)
-  os.replace(temporary, export_dir)
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  temporary = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}.tmp-")
+  try:
+    archive.write_out(temporary, verbose=False)
+    runs.write_json_atomically(os.path.join(temporary, runs.EXPORT_MARKER),
+                               {"dvae_export": 1, "num_dims": model.num_dims})
+    if os.path.lexists(export_dir):
+      # An earlier export (checked above): renamed aside first, so that export_dir is always
+      # a whole model.
+      previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}.old-")
+      os.replace(export_dir, os.path.join(previous, "model"))
+      os.replace(temporary, export_dir)
+      shutil.rmtree(previous)
+    else:
+      os.replace(temporary, export_dir)
+  except BaseException:
+    shutil.rmtree(temporary, ignore_errors=True)
+    raise

@@ -112,7 +112,9 @@ class DVAE(keras.Model):
     kwargs.setdefault("name", "dvae")
     super().__init__(**kwargs)
     if isinstance(hparams, dict):
-      hparams = config.HParams(**hparams)
+      # A model file's configuration: validated, and refused beyond the memory, before any
+      # allocation (`config.from_dict`).
+      hparams = config.from_dict(hparams, len(train_mean))
     self.hparams = hparams
     train_mean = np.asarray(train_mean, np.float32)
     self.num_dims = int(train_mean.shape[0])

@@ -16,6 +16,12 @@ configuration is already a run's resumes it; changed resume-safe values are allo
 and a stored configuration that differs in a result-changing hparam (a default changed in the
 code, a hand-edited file) is refused.
 
+The run directory holds only what this project writes there: a symbolic link in place of one of
+its files or folders (which would make a run write outside `log_dir`) is refused, and its files
+are opened with `O_NOFOLLOW`. `config.json` also records a fingerprint of the training data
+(`DATA_FINGERPRINT`), so that other data behind the same `--dataset` is refused rather than mixed
+into the run.
+
 The lock is an OS lock (`fcntl.flock`) on `lock`: it dies with its holder, so a killed run
 never blocks the next one, while a live holder makes a second process stop with a line naming
 it. This module never imports TensorFlow, so that the command line and `reproduce.py` use it
@@ -26,6 +32,7 @@ before TensorFlow loads.
     lock.close()
 """
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -35,17 +42,25 @@ import os
 
 CONFIG = "config.json"
 LOCK = "lock"
+# The key of config.json that holds the data's fingerprint (`dvae.data.fingerprint`).
+DATA_FINGERPRINT = "data_fingerprint"
+# What a run directory may hold, by the names of its files and folders; none may be a link.
+RUN_ENTRIES = (CONFIG, LOCK, "eval_history.jsonl", "results.json", "checkpoints", "summaries",
+               os.path.join("checkpoints", "latest"), os.path.join("checkpoints", "best"))
+# The file that marks a SavedModel directory written by `dvae.export`: only such a directory
+# is ever replaced.
+EXPORT_MARKER = "dvae_export.json"
 
 # Hparams that may change between the commands of one run without changing what it learns:
 # where files are, the length of training (a longer run continues the same one; the learning-rate
 # schedule and KL warm-up follow the new length from the step reached), how often and with
 # how many samples it is evaluated and saved, and how many steps one call of the compiled
-# training loop runs. `dataset` names the data; `data_dir` only says where the published files
-# are, and their hashes are checked.
+# training loop runs, and how long a multi-worker run waits for its workers. `dataset` names
+# the data; `data_dir` only says where the published files are, and their hashes are checked.
 RESUME_SAFE = frozenset({
     "num_train_iter", "eval_every", "eval_batch_size", "eval_iw_samples",
     "periodic_eval_iw_samples", "checkpoint_every_steps", "checkpoint_every_secs", "log_dir",
-    "export_dir", "data_dir", "verify_data", "steps_per_execution"})
+    "export_dir", "data_dir", "verify_data", "steps_per_execution", "startup_timeout_secs"})
 # Hparams spelled in the directory path, outermost first (the seed beside the digest).
 PATH_KEYS = ("dataset", "struct", "baseline", "k", "seed")
 DIGEST_LENGTH = 8
@@ -57,6 +72,16 @@ BASE_BYTES = 1 << 30
 TRAIN_BYTES_PER_INPUT, TRAIN_BYTES_PER_WIDTH = 50, 6
 EVAL_BYTES_PER_INPUT, EVAL_BYTES_PER_WIDTH = 28, 1
 CHAIN_BYTES_PER_UNIT = 40
+# Per parameter (the networks', and the prior's: the RBM's weights W ∝ units², or a graph's
+# couplings): the variable, its gradient, Adam's two slots, the log Z parameter snapshots and
+# the step's temporaries (measured: 37 at 2,000 and 20,000 latent units, bench/memory.py); per
+# node of the full hardware graph built before the latent units are cut out of it (networkx);
+# per value of the data (float32 splits and the input pipeline's copy).
+BYTES_PER_PARAMETER = 40
+GRAPH_BYTES_PER_NODE = 2000
+DATA_BYTES_PER_VALUE = 8
+# The most couplings of one unit on any of the hardware graphs (zephyr's 20).
+MAX_GRAPH_DEGREE = 20
 
 
 class RunError(Exception):
@@ -140,15 +165,60 @@ def _refuse_mismatch(directory, mismatched):
                  "give the run's values, or move that directory away to start anew")
 
 
+def is_disk_full(error):
+  """Whether `error` (an OSError, or TensorFlow's error of a failed write) says the disk is full."""
+  return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+          or "No space left on device" in str(error) or "Disk quota exceeded" in str(error))
+
+
+def open_no_follow(path, flags, mode=0o644):
+  """`os.open(path, flags | O_NOFOLLOW)` as a file object (text, UTF-8); a link is a RunError.
+
+  `flags` decides the mode of the file object: O_RDONLY reads, O_APPEND appends, O_RDWR reads
+  and writes, O_WRONLY writes.
+  """
+  try:
+    descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise RunError(f"{path} is a symbolic link; a run directory holds only the files this "
+                     "program writes there: remove the link") from None
+    raise
+  access = ("r" if flags & os.O_ACCMODE == os.O_RDONLY else "a" if flags & os.O_APPEND
+            else "r+" if flags & os.O_RDWR else "w")
+  return os.fdopen(descriptor, access, encoding="utf-8")
+
+
+def refuse_links(directory):
+  """Raises RunError when a file or folder of the run in `directory` (`RUN_ENTRIES`) is a link."""
+  for name in RUN_ENTRIES:
+    path = os.path.join(directory, name)
+    if os.path.islink(path):
+      raise RunError(f"{path} is a symbolic link; a run directory holds only the files this "
+                     "program writes there: remove the link or move the run directory away")
+
+
 def write_json_atomically(path, content):
-  """Writes JSON to a temporary name and renames it, so `path` is never half-written."""
+  """Writes JSON to a new temporary file and renames it, so `path` is never half-written.
+
+  The temporary file is created exclusively (never through a link) and removed when writing
+  fails; a full disk is a RunError that says so.
+  """
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   temporary = f"{path}.tmp-{os.getpid()}"
-  with open(temporary, "w", encoding="utf-8") as f:
-    json.dump(content, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(temporary, path)
+  try:
+    with open_no_follow(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as f:
+      json.dump(content, f, indent=2, sort_keys=True)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  except BaseException as e:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(temporary)
+    if isinstance(e, OSError) and is_disk_full(e):
+      raise RunError(f"the disk is full: cannot write {path} ({e.strerror}); free space there "
+                     "and run the command again") from None
+    raise
 
 
 def check_writable(directory, flag):
@@ -161,14 +231,40 @@ def check_writable(directory, flag):
   existing = os.path.abspath(directory)
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
-  probe = os.path.join(existing, f".write-test-{os.getpid()}")
-  try:
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise RunError(f"{flag} {directory} cannot be created or written ({existing}: "
-                   f"{e.strerror}); pass a writable --{flag}") from None
+  # Asks the file system (access(2) also says when it is mounted read-only) rather than
+  # writing a probe file into a folder that may lie outside `directory`.
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    reason = "not writable" if os.path.isdir(existing) else "not a folder"
+    raise RunError(f"{flag} {directory} cannot be created or written ({existing}: {reason}); "
+                   f"pass a writable --{flag}")
+
+
+def _inside(path, folder):
+  """Whether `path` is `folder` or lies below it (both resolved)."""
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return os.path.commonpath([path, folder]) == folder
+
+
+def is_export(path):
+  """Whether `path` is a directory (not a link) that `dvae.export.export_model` wrote."""
+  return not os.path.islink(path) and os.path.isfile(os.path.join(path, EXPORT_MARKER))
+
+
+def check_export_dir(export_dir, log_dir, overwrite):
+  """Raises RunError unless `export_dir` may be written: new, or (with `overwrite`) an earlier
+  export of this project (it holds `EXPORT_MARKER`), and never `log_dir`, inside it, or above it.
+  """
+  if _inside(log_dir, export_dir) or _inside(export_dir, log_dir):
+    raise RunError(f"export_dir {export_dir} is the log_dir {log_dir}, inside it or above it; "
+                   "give an export directory of its own")
+  if not os.path.lexists(export_dir):
+    return
+  if not overwrite:
+    raise RunError(f"export_dir {export_dir} exists; pass --overwrite to replace it")
+  if not is_export(export_dir):
+    raise RunError(f"export_dir {export_dir} exists and is not a model exported by this program "
+                   f"(it has no {EXPORT_MARKER}), so --overwrite does not replace it; give "
+                   "another --export_dir or remove it yourself")
 
 
 # Characters of the holder's command line shown when a run is in use.
@@ -216,6 +312,29 @@ class RunLock:
     self.close()
 
 
+def check_tf_config(environ=os.environ):
+  """Raises RunError unless `TF_CONFIG` describes a cluster: {"cluster": {type: [host:port,
+  ...]}, "task": {"type": type, "index": i}} with the task among the cluster's."""
+  text = environ.get("TF_CONFIG")
+  form = ('TF_CONFIG must be a JSON object such as {"cluster": {"worker": ["host1:port", '
+          '"host2:port"]}, "task": {"type": "worker", "index": 0}}')
+  if not text:
+    raise RunError(f"distribute=multi_worker needs the TF_CONFIG environment variable; {form}")
+  try:
+    tf_config = json.loads(text)
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    kind, index = task["type"], task["index"]
+    ok = (isinstance(cluster, dict) and all(
+        isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)
+        for hosts in cluster.values()) and isinstance(kind, str) and isinstance(index, int)
+          and not isinstance(index, bool) and 0 <= index < len(cluster.get(kind, [])))
+  except (ValueError, RecursionError, KeyError, TypeError):
+    ok = False
+  if not ok:
+    shown = text if len(text) <= 80 else text[:79] + "…"
+    raise RunError(f"TF_CONFIG {shown!r} is malformed; {form}, the task one of the cluster's")
+
+
 def is_chief():
   """Whether this process leads its training cluster (always, unless TF_CONFIG says otherwise).
 
@@ -231,11 +350,12 @@ def is_chief():
   return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
-def open_run(hparams, log=print):
+def open_run(hparams, log=print, data_fingerprint=None):
   """Opens the run of `hparams` for training: checks, locks, stores the configuration.
 
   Refusals come before anything is written: a directory that cannot be created, a stored
-  configuration that differs in a result-changing hparam, a run in use by another process.
+  configuration that differs in a result-changing hparam or in its data, a link in place of a
+  file of the run, a run in use by another process.
   The other workers of a multi-worker run (`distribute="multi_worker"`, not `is_chief()`)
   train the chief's run: they check the stored configuration, and leave the lock and the
   configuration file to the chief.
@@ -243,6 +363,8 @@ def open_run(hparams, log=print):
   Args:
     hparams: a validated `dvae.config.HParams`.
     log: callable taking one line (what is resumed, which resume-safe values changed).
+    data_fingerprint: the training data's fingerprint (`dvae.data.fingerprint`), kept in
+      config.json and compared on every resume; None to neither keep nor compare one.
 
   Returns:
     A `RunLock` held by this process.
@@ -254,16 +376,20 @@ def open_run(hparams, log=print):
   check_writable(directory, "log_dir")
   if hparams.export_dir:
     check_writable(hparams.export_dir, "export_dir")
+  if os.path.isdir(directory):
+    refuse_links(directory)
   stored = read_config(directory)
   if stored is not None:
-    mismatched, _ = differences(stored, hparams)
-    if mismatched:
-      _refuse_mismatch(directory, mismatched)
+    _check_stored(directory, stored, hparams, data_fingerprint)
   if hparams.distribute == "multi_worker" and not is_chief():
     log(f"a worker of the multi-worker run in {directory}")
     return RunLock(directory, None, resumed=stored is not None)
-  os.makedirs(directory, exist_ok=True)
-  lock_file = open(os.path.join(directory, LOCK), "a+", encoding="utf-8")
+  try:
+    os.makedirs(directory, exist_ok=True)
+    lock_file = open_no_follow(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT)
+  except OSError as e:
+    raise RunError(f"cannot create the run directory {directory} ({e.strerror})"
+                   + ("; the disk is full" if is_disk_full(e) else "")) from None
   try:
     fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
@@ -275,14 +401,17 @@ def open_run(hparams, log=print):
                    "stop it, then run this command again") from None
   try:
     # Another process may have created the run between the first look and the lock.
+    refuse_links(directory)
     stored = read_config(directory)
-    mismatched, changed = differences(stored or {}, hparams) if stored else ([], [])
-    if mismatched:
-      _refuse_mismatch(directory, mismatched)
+    _, changed = _check_stored(directory, stored, hparams, data_fingerprint) if stored else (
+        [], [])
     lock_file.truncate(0)
     lock_file.write(f"{os.getpid()}\n")
     lock_file.flush()
-    write_json_atomically(os.path.join(directory, CONFIG), dataclasses.asdict(hparams))
+    content = dataclasses.asdict(hparams)
+    if data_fingerprint is not None:
+      content[DATA_FINGERPRINT] = data_fingerprint
+    write_json_atomically(os.path.join(directory, CONFIG), content)
   except BaseException:
     lock_file.close()
     raise
@@ -293,6 +422,19 @@ def open_run(hparams, log=print):
     for key, before, value in changed:
       log(f"  {key} changed from {_show(before)} to {_show(value)} (resume-safe)")
   return RunLock(directory, lock_file, resumed=stored is not None)
+
+
+def _check_stored(directory, stored, hparams, data_fingerprint):
+  """`differences(stored, hparams)`, refusing a result-changing mismatch or other data."""
+  mismatched, changed = differences(stored, hparams)
+  if mismatched:
+    _refuse_mismatch(directory, mismatched)
+  before = stored.get(DATA_FINGERPRINT)
+  if data_fingerprint is not None and before is not None and before != data_fingerprint:
+    raise RunError(f"run directory {directory} was trained on other data than "
+                   f"{hparams.dataset} holds now (fingerprint {before}, now {data_fingerprint}); "
+                   "give the run's data, or move that directory away to start anew")
+  return mismatched, changed
 
 
 def newest_readable(checkpoints, verify, log):
@@ -326,6 +468,13 @@ def newest_readable(checkpoints, verify, log):
   return None
 
 
+# (limit, usage) of the process's memory cgroup: v2, then v1 (whose "no limit" is a huge number).
+CGROUP_MEMORY_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
 def available_memory():
   """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit if any."""
   available = None
@@ -343,19 +492,20 @@ def available_memory():
     except (ValueError, OSError):
       pages = os.sysconf("SC_PHYS_PAGES")
     available = pages * os.sysconf("SC_PAGE_SIZE")
-  try:
-    with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-      limit = f.read().strip()
-    with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
-      used = int(f.read())
-    if limit != "max":
-      available = min(available, int(limit) - used)
-  except (OSError, ValueError):
-    pass
+  for limit_path, usage_path in CGROUP_MEMORY_FILES:
+    try:
+      with open(limit_path, encoding="ascii") as f:
+        limit = f.read().strip()
+      with open(usage_path, encoding="ascii") as f:
+        used = int(f.read())
+      if limit != "max":
+        available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+      pass
   return available
 
 
-def memory_needed(hparams, num_inputs, eval_rows):
+def memory_needed(hparams, num_inputs, eval_rows, data_values=0):
   """Estimated peak bytes of one training process, by what drives them.
 
   A row is one image, or one of its K copies. With D inputs and the network width
@@ -368,12 +518,17 @@ def memory_needed(hparams, num_inputs, eval_rows):
   and 4-layer-nonlin structures, and over-estimate them by 0–15% (training) and 10–40%
   (evaluation). The prior's sampler holds 40 bytes per chain and latent unit (measured: 20
   for PCD, 36 for population annealing, from 2·10⁴ to 2·10⁵ chains of 400 units). Training
-  and evaluation alternate, so the larger of the two counts.
+  and evaluation alternate, so the larger of the two counts. To these add the parameters —
+  the networks' and the prior's (n/2 · n/2 RBM weights for n latent units, ∝ n², or a graph's
+  couplings) — 40 bytes each with their gradients and optimizer slots, the full hardware graph
+  (`GRAPH_BYTES_PER_NODE` per node) and the data (8 bytes per value); bench/memory.py compares
+  the sum with the measured peak.
 
   Args:
     hparams: a `dvae.config.HParams`.
     num_inputs: D, the data's dimension.
     eval_rows: images × samples of one evaluation call.
+    data_values: values of the data's three splits together (Σ N·D).
 
   Returns:
     dict: label → (bytes, the flags that set them).
@@ -390,21 +545,47 @@ def memory_needed(hparams, num_inputs, eval_rows):
       (f"training rows (train_batch_size × k = {train_rows:,})", train,
        ("--k", "--train_batch_size")) if train >= evaluate else
       (f"evaluation rows ({eval_rows:,} per call)", evaluate, ("--eval_batch_size",)))
-  return {
+  latents = layers * units
+  h = getattr(hparams, "hidden_units", 200)
+
+  def mlp_parameters(d_in, d_out):
+    sizes = [d_in] + [h] * hparams.num_hidden + [d_out]
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+  networks = sum(mlp_parameters(num_inputs + i * units, encoder_out) for i in range(layers))
+  networks += mlp_parameters(latents, num_inputs)
+  if hparams.prior == "rbm":
+    prior = (latents // 2) * (latents - latents // 2) + latents
+    described = f"RBM {latents // 2:,} × {latents - latents // 2:,}"
+  else:
+    prior = latents * (1 + MAX_GRAPH_DEGREE)
+    described = f"{hparams.prior} couplings"
+  needed = {
       rows[0]: rows[1:],
-      f"sampler chains ({hparams.num_chains:,} × {layers * units} units)":
-          (hparams.num_chains * layers * units * CHAIN_BYTES_PER_UNIT, ("--num_chains",)),
+      f"sampler chains ({hparams.num_chains:,} × {latents} units)":
+          (hparams.num_chains * latents * CHAIN_BYTES_PER_UNIT, ("--num_chains",)),
+      f"parameters ({networks:,} of the networks, {prior:,} of the {described}) and their "
+      "optimizer state": ((networks + prior) * BYTES_PER_PARAMETER,
+                          ("--latent_units", "--hidden_units")),
       "TensorFlow runtime": (BASE_BYTES, ()),
   }
+  if hparams.prior != "rbm":
+    nodes = hparams.graph_nodes
+    needed[f"{hparams.prior} graph of size {hparams.graph_size} ({nodes:,} nodes)"] = (
+        nodes * GRAPH_BYTES_PER_NODE, ("--graph_size",))
+  if data_values:
+    needed[f"data ({data_values:,} values)"] = (data_values * DATA_BYTES_PER_VALUE,
+                                                ("--dataset",))
+  return needed
 
 
 def _gib(num_bytes):
   return f"{num_bytes / 2**30:.1f} GiB"
 
 
-def check_memory(hparams, num_inputs, eval_rows, available=None):
+def check_memory(hparams, num_inputs, eval_rows, available=None, data_values=0):
   """Raises RunError when `memory_needed` exceeds the available memory, naming what to lower."""
-  needed = memory_needed(hparams, num_inputs, eval_rows)
+  needed = memory_needed(hparams, num_inputs, eval_rows, data_values)
   available = available_memory() if available is None else available
   total = sum(size for size, _ in needed.values())
   if total <= available:

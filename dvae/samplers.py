@@ -126,8 +126,8 @@ class DimodSampler(Sampler):
   def __init__(self, sampler, inverse_temperature=1.0, estimate_inverse_temperature=False,
                **sample_kwargs):
     if isinstance(sampler, str):
-      self.path = sampler
-      sampler = bqm_lib.sampler_from_path(sampler)
+      # Imported at the first use, not here: loading a model file that names it runs no code.
+      self.path, sampler = sampler, None
     else:
       dimod = bqm_lib.import_dimod()
       if not isinstance(sampler, dimod.Sampler):
@@ -136,8 +136,9 @@ class DimodSampler(Sampler):
     if not (np.isfinite(inverse_temperature) and inverse_temperature > 0):
       raise ValueError(f"inverse_temperature must be a finite number > 0, got "
                        f"{inverse_temperature!r}")
-    bqm_lib.check_sample_kwargs(sampler, sample_kwargs)
-    self.sampler = sampler
+    if sampler is not None:
+      bqm_lib.check_sample_kwargs(sampler, sample_kwargs)
+    self._sampler = sampler
     self.initial_inverse_temperature = float(inverse_temperature)
     self.inverse_temperature = float(inverse_temperature)
     self.estimate_inverse_temperature = bool(estimate_inverse_temperature)
@@ -145,6 +146,14 @@ class DimodSampler(Sampler):
     self.used_inverse_temperature = None
     self.draws_inverse_temperature = None
     self.draws_inverse_temperature_stderr = None
+
+  @property
+  def sampler(self):
+    """The dimod sampler; one given by its import path is imported and made at the first use."""
+    if self._sampler is None:
+      self._sampler = bqm_lib.sampler_from_path(self.path)
+      bqm_lib.check_sample_kwargs(self._sampler, self.sample_kwargs)
+    return self._sampler
 
   def get_config(self):
     """The import path of the sampler's class with the adapter's arguments; `get` rebuilds it by

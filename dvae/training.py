@@ -18,18 +18,18 @@ temporary directory that is removed when the run object goes. Every worker resum
 directory's checkpoints, so resuming a multi-worker run needs `log_dir` on a file system that
 all workers see.
 
-One epoch of `fit` is `epoch_steps(hparams)` training steps, the largest count that divides
-the evaluation period, the checkpoint period and the run length, so that evaluations and
-step-based checkpoints fall on epoch ends. Validation (Keras's, with `val_loss` the validation
-NLL at `periodic_eval_iw_samples` samples and a freshly estimated log Z) runs at the epochs that
-end on a multiple of `eval_every` and at the last one. Each call of `fit`'s compiled loop runs
+One epoch of `fit` ends at each multiple of `eval_every` and at the run's last step
+(`epoch_plan`), and is validated (Keras's validation, with `val_loss` the validation NLL at
+`periodic_eval_iw_samples` samples and a freshly estimated log Z); the latest checkpoint is saved
+after each validation and every `checkpoint_every_steps` steps within epochs
+(`dvae.callbacks.Checkpoints`). Each call of `fit`'s compiled loop runs
 n = gcd(`steps_per_execution`, the `fit` call's steps per epoch) steps, so that epochs end
 between calls; the model is compiled again where n changes.
 
 Running the same configuration again resumes from `checkpoints/latest`. All model randomness
 is stateless and keyed by (seed, step), so the noise of a resumed step is the noise it would
-have had without the interruption; the training data of a resumed session is a fresh stream
-keyed by the step it resumes at.
+have had without the interruption, and so is the training data (`dvae.data.train_dataset` from
+the step reached): a resumed run trains on the batches of an uninterrupted one.
 """
 
 import dataclasses
@@ -82,16 +82,27 @@ def learning_rate_schedule(base_lr, num_train_iter):
   return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def epoch_steps(hparams):
-  """Training steps per `fit` epoch: the gcd of the evaluation and checkpoint periods and T."""
-  return math.gcd(hparams.eval_every, hparams.checkpoint_every_steps, hparams.num_train_iter)
+def epoch_plan(hparams, start):
+  """The `fit` calls that train from step `start` to `num_train_iter`, as a list of
+  (first epoch, number of epochs, steps per epoch).
 
-
-def validation_epochs(hparams):
-  """The (1-based) epochs after which `fit` validates: every `eval_every` steps and at the end."""
-  steps, total = epoch_steps(hparams), hparams.num_train_iter
-  return [epoch for epoch in range(1, total // steps + 1)
-          if (epoch * steps) % hparams.eval_every == 0 or epoch * steps == total]
+  Epoch e is steps e·E + 1 … min((e + 1)·E, T) for E = `eval_every` and T = `num_train_iter`:
+  a session that starts mid-epoch first completes that epoch, then runs the whole epochs, then
+  the shorter last one when E does not divide T.
+  """
+  every, total = hparams.eval_every, hparams.num_train_iter
+  plan, step = [], start
+  if step % every and step < total:
+    end = min((step // every + 1) * every, total)
+    plan.append((step // every, 1, end - step))
+    step = end
+  whole = (total - step) // every
+  if whole:
+    plan.append((step // every, whole, every))
+    step += whole * every
+  if step < total:
+    plan.append((step // every, 1, total - step))
+  return plan
 
 
 def saved_checkpoints(manager):
@@ -140,6 +151,8 @@ class Run:
     self.chief = hparams.distribute != "multi_worker" or runs.is_chief()
     if self.chief:
       self.output = self.directory
+      if os.path.isdir(self.directory):
+        runs.refuse_links(self.directory)
     else:
       self._scratch = tempfile.TemporaryDirectory(prefix="dvae-worker-")
       self.output = self._scratch.name
@@ -281,27 +294,13 @@ class Run:
     """
     hp = self.hparams
     start = self.restore_latest()
-    if start >= hp.num_train_iter:
-      return
-    steps = epoch_steps(hp)
-    batches = data_lib.train_dataset(self.dataset, hp.train_batch_size,
-                                     seed=hp.seed * 1_000_003 + start)
-    epochs = hp.num_train_iter // steps
-    fit = dict(x=batches, callbacks=self.callbacks(), shuffle=False, verbose=verbose,
-               validation_data=data_lib.eval_dataset(self.dataset.valid, hp.eval_batch_size),
-               validation_freq=validation_epochs(hp))
-    if start % steps:
-      # A session saved mid-epoch (by time or signal) first completes that epoch.
-      epoch, remainder = start // steps, steps - start % steps
-      self._execute_in_calls_of(remainder)
-      self.model.fit(steps_per_epoch=remainder, initial_epoch=epoch, epochs=epoch + 1, **fit)
-      self._check_finite()
-      # Every fit call iterates its dataset from the start: the next one goes on past the
-      # batches this one used.
-      fit["x"] = batches.skip(remainder)
-    if self.step < hp.num_train_iter:
+    fit = dict(callbacks=self.callbacks(), shuffle=False, verbose=verbose,
+               validation_data=data_lib.eval_dataset(self.dataset.valid, hp.eval_batch_size))
+    for first, epochs, steps in epoch_plan(hp, start):
       self._execute_in_calls_of(steps)
-      self.model.fit(steps_per_epoch=steps, initial_epoch=self.step // steps, epochs=epochs,
+      batches = data_lib.train_dataset(self.dataset, hp.train_batch_size, seed=hp.seed,
+                                       start_step=self.step)
+      self.model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=first + epochs,
                      **fit)
       self._check_finite()
 
@@ -321,7 +320,13 @@ class Run:
     self.clock.tick()
     train_seconds = float(self.train_seconds.numpy())
     wall_seconds = float(self.wall_seconds.numpy())
-    self._restore(self.best)
+    try:
+      self._restore(self.best)
+    except runs.RunError as e:
+      # The latest state is readable (training reached here): evaluate it rather than nothing.
+      self.log(f"warning: the best checkpoint cannot be read ({e}); evaluating the latest "
+               f"state, step {steps}, instead")
+      self.best_step.assign(steps)
     log_z, log_z_stderr = (float(v) for v in self.model.update_log_z("ais"))
     results = {"log_z": log_z, "log_z_stderr": log_z_stderr}
     for split, images, k in (("val", self.dataset.valid, hp.periodic_eval_iw_samples),

@@ -137,7 +137,7 @@ class DataAndWidthsTest(ConfigTestCase):
 
   def test_a_npz_path_is_a_dataset_named_by_its_stem_with_mnist_beta(self):
     hparams, notes = config.load_hparams(None, {"dataset": "some/where/cells.npz"})
-    self.assertEqual(hparams.dataset, "some/where/cells.npz")
+    self.assertEqual(hparams.dataset, os.path.abspath("some/where/cells.npz"))
     self.assertEqual(hparams.dataset_name, "cells")
     self.assertEqual(hparams.binarization, "none")
     self.assertIsNone(hparams.eval_batch_size, "resolved once D is known")

@@ -186,8 +186,8 @@ class OpenRunTest(absltest.TestCase):
       pass
     with self.assertRaisesRegex(runs.RunError, r"^log_dir .* pass a writable --log_dir$"):
       runs.open_run(hparams(os.path.join(blocker, "logs")))
-    with self.assertRaisesRegex(runs.RunError, r"^export_dir /proc/nope .*--export_dir$"):
-      self.open(export_dir="/proc/nope")
+    with self.assertRaisesRegex(runs.RunError, r"^export_dir .*a_file/export .*--export_dir$"):
+      self.open(export_dir=os.path.join(blocker, "export"))
     self.assertFalse(os.path.exists(self.log_dir))
 
 
