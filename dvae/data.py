@@ -630,6 +630,8 @@ def _check_declared_arrays(path, npz):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise DataError(f"{path}: array {key!r} has no readable .npy header ({_one_line(e)}); "
                       f"{_NPZ_FORMAT}") from None
+    if dtype.hasobject:
+      raise DataError(_unreadable_npz(f"{path} (array {key!r})", "pickle"))
     if dtype.kind not in _NPZ_KINDS:
       raise DataError(f"{path}: {key} has dtype {dtype}; {_NPZ_FORMAT}")
     # The array as stored and as float32 (every split ends as float32 [N, D]).

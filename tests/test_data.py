@@ -4,12 +4,14 @@ pipelines are reproducible. Nothing here touches the network (DVAE_OFFLINE=1, or
 import gzip
 import hashlib
 import http.server
+import io
 import os
 import pickle
 import shutil
 import subprocess
 import threading
 import urllib.parse
+import zipfile
 from unittest import mock
 
 import numpy as np
@@ -263,6 +265,21 @@ class DownloadTest(DataTestCase):
     urls = dict(self.urls, **{AMAT["valid"]: "file:///nonexistent/binarized_mnist_valid.amat"})
     self.assertDataError(["could not download", AMAT["valid"], "file:///nonexistent", folder],
                          "binarized_mnist", folder, checksums=self.checksums, urls=urls)
+
+
+  def test_failed_download_leaves_no_empty_data_folder(self):
+    folder = os.path.join(self.get_temp_dir(), "never_made", "mnist")
+    urls = {name: "file:///nonexistent/" + name for name in AMAT.values()}
+    self.assertDataError(["could not download"], "binarized_mnist", folder,
+                         checksums=self.checksums, urls=urls)
+    self.assertFalse(os.path.exists(folder))
+
+  def test_a_download_larger_than_the_limit_is_refused_before_its_hash(self):
+    folder = os.path.join(self.get_temp_dir(), "too_large")
+    with mock.patch.object(data, "MAX_DOWNLOAD_BYTES", 1000):
+      self.assertDataError(["larger than 1,000 bytes", "not kept"], "binarized_mnist", folder,
+                           checksums=self.checksums, urls=self.urls)
+    self.assertFalse(os.path.exists(folder))
 
 
 class OmniglotTest(DataTestCase):
@@ -751,3 +768,33 @@ class PipelineTest(DataTestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class UserFileSafetyTest(DataTestCase):
+  """A .npz that is not plain numbers, not a file, or larger than memory: one line, no load."""
+
+  @parameterized.named_parameters(
+      ("timedelta", np.array([[1, 0], [0, 1]], "timedelta64[s]")),
+      ("datetime", np.array([[1, 0], [0, 1]], "datetime64[s]")),
+      ("complex", np.array([[1, 0], [0, 1]], np.complex64)))
+  def test_time_and_complex_arrays_are_refused(self, train):
+    path = os.path.join(self.get_temp_dir(), "odd.npz")
+    np.savez(path, train=train, test=np.ones([2, 2], np.uint8))
+    self.assertDataError([path, "dtype", str(train.dtype)], path)
+
+  def test_a_fifo_is_refused_without_blocking(self):
+    path = os.path.join(self.get_temp_dir(), "pipe.npz")
+    os.mkfifo(path)
+    self.assertDataError([path, "not a regular file"], path)
+
+  def test_a_declared_shape_beyond_memory_is_refused_before_decompressing(self):
+    # A member whose header declares [10^12, 16] float32 (64 TB) over a few bytes of data.
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        member, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 16)})
+    member.write(b"\0" * 64)
+    path = os.path.join(self.get_temp_dir(), "bomb.npz")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+      archive.writestr("train.npy", member.getvalue())
+      archive.writestr("test.npy", member.getvalue())
+    self.assertDataError([path, "GiB once loaded", "available"], path)

@@ -27,6 +27,7 @@ directory, and the trainer then works in its run directory under it
 """
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -143,8 +144,9 @@ def load_grid(path):
       content = json.load(f)
   except OSError as e:
     raise GridError(f"cannot read grid file {path}: {e.strerror}") from e
-  except json.JSONDecodeError as e:
-    raise GridError(f"grid file {path} is not valid JSON: {e}") from e
+  except (ValueError, RecursionError) as e:
+    # ValueError: invalid JSON, or an integer of more digits than Python converts.
+    raise GridError(f"grid file {path} is not valid JSON: {str(e) or type(e).__name__}") from None
   if not isinstance(content, dict):
     raise GridError(f"grid file {path} must hold a JSON object with keys {GRID_FILE_KEYS}")
   unknown = sorted(set(content) - set(GRID_FILE_KEYS))
@@ -197,11 +199,25 @@ def load_grid(path):
               claims=_check_claims(path, content.get("claims", [])), proxy_data=proxy_data)
 
 
+def folder_name(key, value):
+  """`key=value` as one folder name: characters other than letters, digits and `_.,=+-` become
+  `_`, a name of dots alone is prefixed, and a changed or overlong name gets 8 hex digits of its
+  value's SHA-256, so that grid values never leave the log root or meet each other."""
+  text = f"{key}={value}" if key else str(value)
+  safe = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", text)[:100]
+  if safe.strip(".") == "":
+    safe = f"_{safe}"
+  if safe != text:
+    safe += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+  return safe
+
+
 def run_directories(root, grid_name, hparams, extra_keys):
   """(the trainer's --log_dir, its run directory `dvae.runs.run_directory`) of one run of a grid
   under `root`; GridError when the trainer would refuse the run's hparams."""
-  log_dir = os.path.join(root, grid_name, str(hparams["sampler"]), f"seed{hparams['seed']}",
-                         *(f"{key}={hparams.get(key)}" for key in extra_keys))
+  log_dir = os.path.join(root, grid_name, folder_name("", hparams["sampler"]),
+                         f"seed{hparams['seed']}",
+                         *(folder_name(key, hparams.get(key)) for key in extra_keys))
   values = {key: value for key, value in hparams.items() if value is not None}
   try:
     resolved, _ = config.load_hparams(None, {**values, "log_dir": log_dir})
