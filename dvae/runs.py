@@ -74,11 +74,12 @@ EVAL_BYTES_PER_INPUT, EVAL_BYTES_PER_WIDTH = 28, 1
 CHAIN_BYTES_PER_UNIT = 40
 # Per parameter (the networks', and the prior's: the RBM's weights W ∝ units², or a graph's
 # couplings): the variable, its gradient, Adam's two slots, the log Z parameter snapshots and
-# the step's temporaries (measured: 37 at 2,000 and 20,000 latent units, bench/memory.py); per
-# node of the full hardware graph built before the latent units are cut out of it (networkx);
-# per value of the data (float32 splits and the input pipeline's copy).
+# the step's temporaries (measured: 37 at 2,000 and 20,000 latent units, bench/memory.py). Per
+# node of the full hardware graph, built before the latent units are cut out of it (measured:
+# 760 on chimera 256, 1,000 on zephyr 64). Per value of the data: the float32 splits and the
+# input pipeline's copy.
 BYTES_PER_PARAMETER = 40
-GRAPH_BYTES_PER_NODE = 2000
+GRAPH_BYTES_PER_NODE = 1200
 DATA_BYTES_PER_VALUE = 8
 # The most couplings of one unit on any of the hardware graphs (zephyr's 20).
 MAX_GRAPH_DEGREE = 20

@@ -255,3 +255,132 @@ class NoTensorFlowTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class OwnershipTest(absltest.TestCase):
+  """Only what the program made is replaced; nothing is written through links or outside."""
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.tmp)
+    self.log_dir = os.path.join(self.tmp, "logs")
+
+  def test_export_dir_that_is_the_log_dir_inside_or_above_it_is_refused_even_with_overwrite(self):
+    os.makedirs(os.path.join(self.log_dir, "run"))
+    for export_dir in (self.log_dir, self.tmp, os.path.join(self.log_dir, "run"), "/"):
+      with self.assertRaisesRegex(runs.RunError, r"^export_dir .* log_dir .* of its own$"):
+        runs.check_export_dir(export_dir, self.log_dir, overwrite=True)
+    self.assertTrue(os.path.isdir(os.path.join(self.log_dir, "run")))
+
+  def test_overwrite_replaces_only_a_directory_this_program_exported(self):
+    foreign = os.path.join(self.tmp, "photos")
+    os.makedirs(foreign)
+    with self.assertRaisesRegex(runs.RunError, r"not a model exported by this program"):
+      runs.check_export_dir(foreign, self.log_dir, overwrite=True)
+    with self.assertRaisesRegex(runs.RunError, r"exists; pass --overwrite"):
+      runs.check_export_dir(foreign, self.log_dir, overwrite=False)
+    link = os.path.join(self.tmp, "link")
+    exported = os.path.join(self.tmp, "model")
+    os.makedirs(exported)
+    runs.write_json_atomically(os.path.join(exported, runs.EXPORT_MARKER), {})
+    os.symlink(exported, link)
+    with self.assertRaisesRegex(runs.RunError, r"not a model exported by this program"):
+      runs.check_export_dir(link, self.log_dir, overwrite=True)
+    runs.check_export_dir(exported, self.log_dir, overwrite=True)
+    runs.check_export_dir(os.path.join(self.tmp, "new"), self.log_dir, overwrite=False)
+
+  def test_links_in_place_of_run_files_are_refused_and_their_targets_untouched(self):
+    hp = hparams(self.log_dir)
+    directory = runs.run_directory(hp)
+    outside = os.path.join(self.tmp, "precious.txt")
+    for name in ("lock", "eval_history.jsonl", "checkpoints", "config.json"):
+      with open(outside, "w") as f:
+        f.write("keep me")
+      shutil.rmtree(directory, ignore_errors=True)
+      os.makedirs(directory)
+      os.symlink(outside, os.path.join(directory, name))
+      with self.assertRaisesRegex(runs.RunError, rf"{name} is a symbolic link"):
+        runs.open_run(hp, log=lambda _: None)
+      with open(outside) as f:
+        self.assertEqual(f.read(), "keep me")
+
+  def test_run_files_are_opened_without_following_links(self):
+    target = os.path.join(self.tmp, "target")
+    link = os.path.join(self.tmp, "link")
+    with open(target, "w") as f:
+      f.write("keep me")
+    os.symlink(target, link)
+    with self.assertRaisesRegex(runs.RunError, "is a symbolic link"):
+      runs.open_no_follow(link, os.O_WRONLY | os.O_APPEND)
+    with open(target) as f:
+      self.assertEqual(f.read(), "keep me")
+
+  def test_writability_check_creates_nothing_anywhere(self):
+    before = listing(self.tmp)
+    runs.check_writable(os.path.join(self.tmp, "a", "b", "c"), "log_dir")
+    self.assertEqual(listing(self.tmp), before)
+    self.assertEqual(os.listdir(self.tmp), [])
+
+  def test_other_data_behind_the_same_dataset_is_refused(self):
+    hp = hparams(self.log_dir)
+    runs.open_run(hp, log=lambda _: None, data_fingerprint="aaaa").close()
+    runs.open_run(hp, log=lambda _: None, data_fingerprint="aaaa").close()
+    with self.assertRaisesRegex(runs.RunError, r"trained on other data .*aaaa.*bbbb"):
+      runs.open_run(hp, log=lambda _: None, data_fingerprint="bbbb")
+
+  def test_full_disk_is_named_and_leaves_no_temporary_file(self):
+    path = os.path.join(self.tmp, "results.json")
+    full = OSError(28, "No space left on device")
+    with mock.patch.object(os, "fsync", side_effect=full):
+      with self.assertRaisesRegex(runs.RunError, r"^the disk is full: cannot write .*results"):
+        runs.write_json_atomically(path, {"a": 1})
+    self.assertEqual(os.listdir(self.tmp), [])
+    self.assertTrue(runs.is_disk_full(full))
+    self.assertTrue(runs.is_disk_full(RuntimeError("...: No space left on device")))
+    self.assertFalse(runs.is_disk_full(MemoryError("OOM when allocating")))
+
+  def test_malformed_tf_config_is_one_line(self):
+    for text in ("{", '{"cluster": []}', '{"cluster": {"worker": ["a:1"]}, "task": '
+                 '{"type": "worker", "index": 3}}', "[" * 100_000, None):
+      environ = {} if text is None else {"TF_CONFIG": text}
+      with self.assertRaisesRegex(runs.RunError, r"TF_CONFIG") as refused:
+        runs.check_tf_config(environ)
+      self.assertNotIn("\n", str(refused.exception))
+      self.assertLess(len(str(refused.exception)), 400)
+    runs.check_tf_config({"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})})
+
+
+class MemoryEstimateTest(absltest.TestCase):
+
+  def test_prior_weights_grow_with_the_square_of_the_units(self):
+    def parameters_bytes(units):
+      needed = runs.memory_needed(hparams("logs", latent_units=units), 784, 0)
+      return next(size for label, (size, _) in needed.items() if label.startswith("parameters"))
+    small, large = parameters_bytes(2_000), parameters_bytes(20_000)
+    # W has (n/2)² entries: ×100 from 2,000 to 20,000 units (the networks grow ×10 only).
+    self.assertGreater(large / small, 30)
+    self.assertGreater(large, 5 * 10**9)  # the issue's 5.24 GB peak at 20,000 units
+
+  def test_a_huge_hardware_graph_is_refused_before_it_is_built(self):
+    hp = dataclasses.replace(hparams("logs"), prior="chimera", graph_size=100_000)
+    with self.assertRaisesRegex(runs.RunError, r"chimera graph of size 100000 .* --graph_size$"):
+      runs.check_memory(hp, 784, eval_rows=1000, available=64 * 2**30)
+
+  def test_data_is_counted(self):
+    hp = hparams("logs")
+    with self.assertRaisesRegex(runs.RunError, r"data .* lower --dataset$"):
+      runs.check_memory(hp, 784, eval_rows=1000, available=8 * 2**30, data_values=10**10)
+
+  def test_cgroup_v1_limit_caps_the_available_memory(self):
+    tmp = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, tmp)
+    limit, usage = os.path.join(tmp, "memory.limit_in_bytes"), os.path.join(tmp, "usage")
+    with open(limit, "w") as f:
+      f.write(f"{3 * 2**20}\n")
+    with open(usage, "w") as f:
+      f.write(f"{2**20}\n")
+    files = (("/nonexistent/memory.max", "/nonexistent/memory.current"), (limit, usage))
+    with mock.patch.object(runs, "CGROUP_MEMORY_FILES", files):
+      self.assertEqual(runs.available_memory(), 2 * 2**20)
