@@ -534,7 +534,7 @@ def _check_dimod_sampler(hparams, origins, import_sampler):
 def _try_sampler(sampler, kwargs, origins):
   """Draws once from a two-unit model with `kwargs`, so that a value of a type or range the
   sampler refuses (`{"num_sweeps": "abc"}`) is refused before the run starts."""
-  model = bqm.binary_quadratic_model([0.0, 0.0], [[0, 1]], [0.0])
+  model = bqm.binary_quadratic_model([1.0, -1.0], [[0, 1]], [0.5])
   reads = {"num_reads": 1} if "num_reads" in sampler.parameters else {}
   try:
     sampler.sample(model, **kwargs, **reads).record  # pylint: disable=expression-not-assigned

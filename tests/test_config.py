@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import typing
 
 import tensorflow as tf
@@ -286,3 +287,73 @@ class RefusalTest(ConfigTestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class MalformedInputTest(ConfigTestCase):
+  """Inputs that used to end in a traceback: one line each."""
+
+  def test_deeply_nested_json_hparams_file_is_one_line(self):
+    path = self.write_json('{"k": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    self.assertRefused([path, "not valid JSON"], path)
+
+  def test_an_integer_of_thousands_of_digits_is_one_line(self):
+    path = self.write_json('{"k": ' + "9" * 5000 + "}")
+    self.assertRefused([path, "not valid JSON"], path)
+
+  def test_counts_beyond_int32_are_refused(self):
+    self.assertRefused(["num_train_iter", "≤ 2147483647"], None, {"num_train_iter": 10**20})
+    self.assertRefused(["num_chains", "≤ 2147483647"], None, {"num_chains": 4_000_000_000})
+
+  @parameterized.parameters("..x", ".x", "x", "os..path", "a.b-c.D")
+  def test_a_dimod_sampler_that_is_no_import_path_is_one_line(self, path):
+    self.assertRefused(["not an import path"], None,
+                       {"sampler": "dimod", "dimod_sampler": path})
+
+  def test_deeply_nested_dimod_sampler_args_are_one_line(self):
+    self.assertRefused(["dimod_sampler_args", "must be a JSON object"], None, {
+        "sampler": "dimod", "dimod_sampler": "dwave.samplers.SimulatedAnnealingSampler",
+        "dimod_sampler_args": "[" * 100_000})
+
+  def test_dimod_sampler_args_of_a_type_the_sampler_refuses_are_refused_up_front(self):
+    message = self.assertRefused(["num_sweeps", "SimulatedAnnealingSampler.sample"], None, {
+        "sampler": "dimod", "dimod_sampler": "dwave.samplers.SimulatedAnnealingSampler",
+        "dimod_sampler_args": '{"num_sweeps": "abc"}'})
+    self.assertLess(len(message), 400)
+    config.load_hparams(None, {
+        "sampler": "dimod", "dimod_sampler": "dwave.samplers.SimulatedAnnealingSampler",
+        "dimod_sampler_args": '{"num_sweeps": 5}'})
+
+
+class StoredConfigurationTest(ConfigTestCase):
+  """`from_dict`: a model file's configuration is validated and imports nothing."""
+
+  def stored(self, **changes):
+    hparams, _ = config.load_hparams(None, {"struct": "1-layer-lin", "sampler": "pcd"})
+    return {**dataclasses.asdict(hparams), **changes}
+
+  def test_a_valid_stored_configuration_round_trips(self):
+    values = self.stored()
+    self.assertEqual(dataclasses.asdict(config.from_dict(values, 784)), values)
+
+  def test_values_the_command_line_refuses_are_refused(self):
+    for changes, expected in (({"k": 0}, "k=0"), ({"struct": "huge"}, "unknown struct"),
+                              ({"num_chains": "many"}, "num_chains must be an integer"),
+                              ({"evil": 1}, "unknown hparam 'evil'")):
+      with self.assertRaisesRegex(config.ConfigError, expected):
+        config.from_dict(self.stored(**changes), 784)
+
+  def test_sizes_beyond_the_memory_are_refused_before_allocation(self):
+    with self.assertRaisesRegex(config.ConfigError, "lower --num_chains"):
+      config.from_dict(self.stored(num_chains=2_000_000_000), 784)
+
+  def test_a_named_dimod_sampler_is_not_imported(self):
+    module = "dvae_test_planted_module"
+    folder = self.get_temp_dir()
+    with open(os.path.join(folder, f"{module}.py"), "w") as f:
+      f.write("raise SystemExit('imported')\n")
+    sys.path.insert(0, folder)
+    self.addCleanup(sys.path.remove, folder)
+    values = self.stored(sampler="dimod", dimod_sampler=f"{module}.Sampler")
+    hparams = config.from_dict(values, 784)
+    self.assertEqual(hparams.dimod_sampler, f"{module}.Sampler")
+    self.assertNotIn(module, sys.modules)
