@@ -21,6 +21,20 @@ import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _interrupted(signum, frame):
+  """Ctrl-C outside training (which saves and stops on it itself): one line, no traceback."""
+  del signum, frame
+  # To the original stderr: TensorFlow's loading may hold fd 2 back (`_native_stderr_held_back`).
+  os.write(_STDERR, b"error: interrupted (Ctrl-C); run the command again to start or resume "
+           b"the run\n")
+  os._exit(130)  # pylint: disable=protected-access
+
+
+if __name__ == "__main__":
+  _STDERR = os.dup(2)
+  signal.signal(signal.SIGINT, _interrupted)
+
 from absl import flags  # pylint: disable=g-import-not-at-top
 # absl.logging (which TensorFlow loads) defines --log_dir itself; load it first and share it.
 from absl import logging as _  # pylint: disable=g-import-not-at-top,unused-import
@@ -217,8 +231,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  try:
-    main(sys.argv)
-  except KeyboardInterrupt:
-    # Before training starts (training itself saves and stops on SIGINT).
-    _fail("interrupted (Ctrl-C) before training started; nothing was trained", status=130)
+  main(sys.argv)

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -186,3 +187,58 @@ class CrashSafetyTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class StartUpRefusalTest(tf.test.TestCase):
+  """Refused before TensorFlow loads: exit 2, one line, nothing deleted or written."""
+
+  def assertOneLine(self, result, status, *expected):
+    self.assertEqual(result.returncode, status, result.stdout + result.stderr)
+    lines = result.stderr.strip().splitlines()
+    self.assertLen(lines, 1, result.stderr)
+    for text in expected:
+      self.assertIn(text, lines[0])
+
+  def test_export_dir_equal_to_the_log_dir_or_a_foreign_folder_is_never_deleted(self):
+    root = self.get_temp_dir()
+    log_dir = os.path.join(root, "logs")
+    keep = os.path.join(log_dir, "previous_run.txt")
+    os.makedirs(log_dir)
+    with open(keep, "w") as f:
+      f.write("keep")
+    for export_dir, expected in ((log_dir, "of its own"), (root, "of its own"),
+                                 (".", "not a model exported by this program")):
+      result = run_cli([f"--log_dir={log_dir}", f"--export_dir={export_dir}", "--overwrite",
+                        "--num_train_iter=1"])
+      self.assertOneLine(result, 2, expected)
+    foreign = os.path.join(root, "photos")
+    os.makedirs(foreign)
+    result = run_cli([f"--log_dir={log_dir}", f"--export_dir={foreign}", "--overwrite"])
+    self.assertOneLine(result, 2, "not a model exported by this program")
+    self.assertTrue(os.path.isfile(keep))
+    self.assertTrue(os.path.isdir(foreign))
+
+  def test_malformed_flags_are_one_line(self):
+    log_dir = os.path.join(self.get_temp_dir(), "logs")
+    for flags, expected in (
+        (["--sampler=dimod", "--dimod_sampler=..x"], "not an import path"),
+        ([f"--num_chains={'9' * 5000}"], "num_chains"),
+        (["--prior=chimera", "--graph_size=1e23"], "graph_size"),
+        (["--graph_size=" + "1" * 30, "--prior=chimera"], "graph_size"),
+        (["--distribute=multi_worker"], "TF_CONFIG")):
+      result = run_cli([f"--log_dir={log_dir}", *flags], env={"TF_CONFIG": "{"})
+      self.assertOneLine(result, 2, expected)
+    self.assertFalse(os.path.exists(log_dir))
+
+  def test_ctrl_c_while_starting_is_one_line(self):
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run_training.py"),
+         f"--log_dir={os.path.join(self.get_temp_dir(), 'logs')}", "--num_train_iter=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, DVAE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3"))
+    time.sleep(1.5)  # importing TensorFlow
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    self.assertEqual(process.returncode, 130, stderr)
+    self.assertLen(stderr.strip().splitlines(), 1, stderr)
+    self.assertIn("interrupted", stderr)
