@@ -22,17 +22,23 @@ import typing
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# The original stderr: while TensorFlow loads, fd 2 is held back (`_native_stderr_held_back`).
+_STDERR = os.dup(2)
+
+
+def _say(line):
+  """Writes one line to the original stderr, whoever holds fd 2 now."""
+  os.write(_STDERR, f"{line}\n".encode())
+
+
 def _interrupted(signum, frame):
   """Ctrl-C outside training (which saves and stops on it itself): one line, no traceback."""
   del signum, frame
-  # To the original stderr: TensorFlow's loading may hold fd 2 back (`_native_stderr_held_back`).
-  os.write(_STDERR, b"error: interrupted (Ctrl-C); run the command again to start or resume "
-           b"the run\n")
+  _say("error: interrupted (Ctrl-C); run the command again to start or resume the run")
   os._exit(130)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
-  _STDERR = os.dup(2)
   signal.signal(signal.SIGINT, _interrupted)
 
 from absl import flags  # pylint: disable=g-import-not-at-top
@@ -120,14 +126,13 @@ def _start_up(hparams):
       return
     if ready:
       received = signal.Signals(os.read(read, 1)[0]).name
-      print(f"error: stopped by {received} while waiting for the workers of the multi-worker "
-            "run to start; nothing was trained", file=sys.stderr, flush=True)
-      os._exit(130)
-    print(f"error: the workers of the multi-worker run did not all start within "
-          f"{hparams.startup_timeout_secs:g} s (TF_CONFIG lists "
-          f"{os.environ.get('TF_CONFIG')}); start every worker, or raise "
-          "--startup_timeout_secs", file=sys.stderr, flush=True)
-    os._exit(2)
+      _say(f"error: stopped by {received} while waiting for the workers of the multi-worker "
+           "run to start; nothing was trained")
+      os._exit(130)  # pylint: disable=protected-access
+    _say(f"error: the workers of the multi-worker run did not all start within "
+         f"{hparams.startup_timeout_secs:g} s (TF_CONFIG lists "
+         f"{os.environ.get('TF_CONFIG')}); start every worker, or raise --startup_timeout_secs")
+    os._exit(2)  # pylint: disable=protected-access
 
   watcher = threading.Thread(target=watch, daemon=True)
   watcher.start()

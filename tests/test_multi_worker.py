@@ -2,11 +2,13 @@
 127.0.0.1, against single-device training with the same global batch."""
 
 import json
+import signal
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -100,3 +102,33 @@ class MultiWorkerTrainingTest(tf.test.TestCase):
              for name in names if name == "results.json"]
     self.assertEqual(found, [os.path.join(chief["output"], "results.json")])
     self.assertFalse(os.path.exists(other["output"]))
+
+
+class StartUpTest(tf.test.TestCase):
+  """A worker whose peer never starts: one line after the timeout, or at once on SIGTERM."""
+
+  def start(self, timeout):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run_training.py"), "--distribute=multi_worker",
+         f"--startup_timeout_secs={timeout}", "--num_train_iter=1",
+         f"--log_dir={os.path.join(self.get_temp_dir(), 'logs')}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", DVAE_OFFLINE="1",
+                 TF_CONFIG=json.dumps(tf_config)))
+
+  def test_a_peer_that_never_starts_ends_start_up_with_one_line(self):
+    process = self.start(timeout=5)
+    _, stderr = process.communicate(timeout=120)
+    self.assertEqual(process.returncode, 2, stderr)
+    self.assertLen(stderr.strip().splitlines(), 1, stderr)
+    self.assertIn("did not all start within 5 s", stderr)
+
+  def test_sigterm_while_waiting_for_the_peers_is_honoured(self):
+    process = self.start(timeout=600)
+    time.sleep(15)  # past TensorFlow's import, waiting for the peer
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    self.assertEqual(process.returncode, 130, stderr)
+    self.assertIn("stopped by SIGTERM", stderr)
