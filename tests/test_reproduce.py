@@ -537,7 +537,7 @@ class FolderNameTest(unittest.TestCase):
 
   def test_grid_values_never_leave_the_log_root_nor_meet(self):
     values = ["../../etc", "a/b", "..", ".", "/", "x" * 500, "a_b", "a b", "a?b"]
-    names = [reproduce.folder_name("dataset", value) for value in values]
+    names = [grids.folder_name("dataset", value) for value in values]
     for name in names:
       self.assertNotIn("/", name)
       self.assertNotIn(os.sep, name)
@@ -546,13 +546,13 @@ class FolderNameTest(unittest.TestCase):
       root = "/logs"
       self.assertEqual(os.path.dirname(os.path.normpath(os.path.join(root, name))), root)
     self.assertEqual(len(set(names)), len(names))
-    self.assertEqual(reproduce.folder_name("latent_units", 400), "latent_units=400")
-    self.assertTrue(reproduce.folder_name("", "..").startswith("_.."))
+    self.assertEqual(grids.folder_name("latent_units", 400), "latent_units=400")
+    self.assertTrue(grids.folder_name("", "..").startswith("_.."))
 
   def test_a_deeply_nested_grid_file_is_one_line(self):
     with tempfile.TemporaryDirectory() as folder:
       path = os.path.join(folder, "g.json")
       with open(path, "w") as f:
         f.write('{"name": "g", "base": ' + "[" * 100_000 + "]" * 100_000 + "}")
-      with self.assertRaisesRegex(reproduce.GridError, "not valid JSON"):
-        reproduce.load_grid(path)
+      with self.assertRaisesRegex(grids.GridError, "not valid JSON"):
+        grids.load_grid(path)
