@@ -223,19 +223,34 @@ def write_json_atomically(path, content):
 
 
 def check_writable(directory, flag):
-  """Raises RunError unless `directory` exists writable or could be created, creating nothing.
+  """Raises RunError unless `directory` exists writable or could be created; leaves nothing.
+
+  An existing folder is asked through access(2) (which also sees a read-only mount). A missing
+  one is tried for real: the first missing level of `directory` is made and removed again, so
+  the probe never writes outside the folder the user named (root passes access(2) on folders
+  such as /proc where nothing can be made).
 
   Args:
     directory: the folder to check.
     flag: the hparam that named it, for the message (e.g. "log_dir").
   """
-  existing = os.path.abspath(directory)
+  target = os.path.abspath(directory)
+  existing, first_missing = target, None
   while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  # Asks the file system (access(2) also says when it is mounted read-only) rather than
-  # writing a probe file into a folder that may lie outside `directory`.
-  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-    reason = "not writable" if os.path.isdir(existing) else "not a folder"
+    existing, first_missing = os.path.dirname(existing), existing
+  reason = None
+  if not os.path.isdir(existing):
+    reason = "not a folder"
+  elif first_missing is None:
+    if not os.access(existing, os.W_OK | os.X_OK):
+      reason = "not writable"
+  else:
+    try:
+      os.mkdir(first_missing)
+      os.rmdir(first_missing)
+    except OSError as e:
+      reason = e.strerror or "not writable"
+  if reason:
     raise RunError(f"{flag} {directory} cannot be created or written ({existing}: {reason}); "
                    f"pass a writable --{flag}")
 

@@ -159,22 +159,27 @@ class CrashSafetyTest(tf.test.TestCase):
             "--eval_every=300", "--checkpoint_every_steps=20", *TINY]
     run = None
     env = dict(os.environ, DVAE_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    # SIGKILL once the progress line of a given step appears: mid-training (100), right after
-    # the evaluation at step 300, and mid-training after that (500); each run resumes the
-    # previous one. Killing on progress rather than on a timer makes the test independent of
-    # the machine's speed. An epoch of fit is gcd(300, 20, 600) = 20 steps, and Keras prints
-    # "Epoch e/30" as epoch e, which starts at step 20 (e - 1), begins.
+    # SIGKILL once the run's latest checkpoint reaches a given step: mid-training (100), the
+    # evaluation at step 300, and mid-training after that (500); each run resumes the previous
+    # one. Watching the checkpoints rather than a timer or the progress lines makes the test
+    # independent of the machine's speed and of how steps are grouped into Keras epochs.
     for kill_at in (100, 300, 500):
       process = subprocess.Popen(
           [sys.executable, os.path.join(REPO, "run_training.py"), *args], cwd=REPO, env=env,
           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
       for line in process.stdout:
-        if line.startswith("new run in "):
-          run = line[len("new run in "):].strip()
-        match = re.match(r"Epoch (\d+)/30", line)
-        if match and 20 * (int(match.group(1)) - 1) >= kill_at:
+        match = re.match(r"(new run|resuming the run) in (.*)", line)
+        if match:
+          run = match.group(2).strip()
+          break
+      latest = os.path.join(run, "checkpoints", "latest")
+      deadline = time.monotonic() + 240
+      while process.poll() is None and time.monotonic() < deadline:
+        state = tf.train.get_checkpoint_state(latest) if os.path.isdir(latest) else None
+        if state and int(state.model_checkpoint_path.rsplit("-", 1)[1]) >= kill_at:
           process.send_signal(signal.SIGKILL)
           break
+        time.sleep(0.05)
       process.wait()
       self.assertEqual(process.returncode, -signal.SIGKILL)
       self.assertFalse(os.path.exists(os.path.join(run, "results.json")))
@@ -184,9 +189,6 @@ class CrashSafetyTest(tf.test.TestCase):
     with open(os.path.join(run, "results.json")) as f:
       self.assertEqual(json.load(f)["steps"], 600)
 
-
-if __name__ == "__main__":
-  tf.test.main()
 
 
 class StartUpRefusalTest(tf.test.TestCase):
@@ -242,3 +244,7 @@ class StartUpRefusalTest(tf.test.TestCase):
     self.assertEqual(process.returncode, 130, stderr)
     self.assertLen(stderr.strip().splitlines(), 1, stderr)
     self.assertIn("interrupted", stderr)
+
+
+if __name__ == "__main__":
+  tf.test.main()
