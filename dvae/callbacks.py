@@ -123,7 +123,7 @@ class Summaries(keras.callbacks.Callback):
     step = model.optimizer.iterations
     with self.writer.as_default(step=_step(model)):
       tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
-      tf.summary.scalar("train/beta", model.hparams.beta)
+      tf.summary.scalar("train/beta", model.beta)
       tf.summary.scalar("train/running_log_z", model.running_log_z)
       for name, value in model.prior.summaries().items():
         tf.summary.scalar(f"prior/{name}", value)

@@ -145,7 +145,7 @@ class Run:
       self.output = self._scratch.name
     self.strategy = make_strategy(hparams.distribute)
     with self.strategy.scope():
-      self.model = DVAE(hparams, dataset.train_mean)
+      self.model = DVAE.from_hparams(hparams, dataset.train_mean)
       self._compile(keras.optimizers.Adam(
           learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3))
       self.model.optimizer.build(self.model.trainable_variables)
