@@ -30,6 +30,8 @@ SAMPLERS = ("pcd", "pa", "dimod")
 # The Boltzmann prior: the bipartite RBM, or a machine on a hardware graph (`dvae.graphs`).
 PRIORS = ("rbm", "chimera", "pegasus", "zephyr")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+# p(x|z) (`dvae.likelihoods`): 0/1 data, real values, integer levels 0 … K−1 (K from the data).
+LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 
 HIDDEN_UNITS = 200
 
@@ -165,6 +167,7 @@ class HParams:
   checkpoint_every_steps: int = 1000
   checkpoint_every_secs: float = 300.0
   steps_per_execution: int = 1
+  likelihood: str = "bernoulli"
 
   @property
   def structure(self):
@@ -249,6 +252,9 @@ HELP = {
     "distribute": f"distribution strategy: one of {', '.join(DISTRIBUTE)} (default none)",
     "checkpoint_every_steps": "steps between saves of the latest checkpoint (default 1000)",
     "checkpoint_every_secs": "seconds between saves of the latest checkpoint (default 300)",
+    "likelihood": f"p(x|z): one of {', '.join(LIKELIHOODS)}: 0/1 values, real values (σ "
+                  "learned per dimension) or integer levels 0 … K−1 (K from the data); the "
+                  "last two for a .npz file (default bernoulli)",
     "steps_per_execution": "training steps per call of the compiled training loop (a fit call "
                            "whose epoch it does not divide uses their gcd): fewer Python round "
                            "trips, the same result; time-based checkpoints, the stop on SIGTERM "
@@ -258,7 +264,8 @@ HELP = {
 
 _FIELD_TYPES = typing.get_type_hints(HParams)
 _CHOICES = {"struct": tuple(STRUCTURES), "baseline": BASELINES, "sampler": SAMPLERS,
-            "prior": PRIORS, "distribute": DISTRIBUTE, "binarization": BINARIZATIONS}
+            "prior": PRIORS, "distribute": DISTRIBUTE, "binarization": BINARIZATIONS,
+            "likelihood": LIKELIHOODS}
 _AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
                  "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
                  "checkpoint_every_steps", "latent_units", "hidden_units", "steps_per_execution")
@@ -310,6 +317,11 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
     if getattr(hparams, key) not in allowed and getattr(hparams, key) is not None:
       raise ConfigError(f"unknown {key} {getattr(hparams, key)!r} ({_where(origins, key)}); "
                         f"allowed: {', '.join(allowed)}")
+  if hparams.likelihood != "bernoulli" and (
+      not is_data_file(hparams.dataset) or hparams.binarization not in (None, "none")):
+    raise ConfigError(f"likelihood {hparams.likelihood} ({_where(origins, 'likelihood')}) "
+                      "models the values of a .npz file of your own as they are: give "
+                      "--dataset=PATH.npz and no binarization")
   resolved = {}
   if hparams.beta is None:
     row = beta_table_dataset(hparams.dataset)

@@ -331,7 +331,8 @@ class DVAE(keras.Model):
     if got != expected:
       raise ValueError(f"the decoder gives {got} outputs for inputs of width {width}; the "
                        f"likelihood of {self.num_dims} dimensions needs {expected}")
-    self.likelihood.build((None, self.num_dims))
+    if not self.likelihood.built:
+      self.likelihood.build((None, self.num_dims))
     self.built = True
 
   def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100,
@@ -497,12 +498,17 @@ class DVAE(keras.Model):
 
   # --- log Z. --------------------------------------------------------------------------------
 
+  def prior_variables(self):
+    """The prior machine's parameters (its trainable variables, also while the machine is
+    frozen with `trainable = False`)."""
+    return [v for v in self.rbm.weights if v.trainable]
+
   def _num_prior_parameters(self):
-    return sum(int(np.prod(v.shape)) for v in self.rbm.trainable_variables)
+    return sum(int(np.prod(v.shape)) for v in self.prior_variables())
 
   def _prior_parameters(self):
     """The prior's trainable parameters as one flat vector."""
-    return tf.concat([tf.reshape(v, [-1]) for v in self.rbm.trainable_variables], axis=0)
+    return tf.concat([tf.reshape(v, [-1]) for v in self.prior_variables()], axis=0)
 
   def set_log_z(self, log_z, log_z_stderr=0.0):
     """Records `log_z` (± stderr) as the log Z of the prior's current parameters."""
@@ -532,7 +538,7 @@ class DVAE(keras.Model):
     """Moves `running_log_z` to the current parameters with the sampler's states (module
     docstring) and returns it."""
     states = tf.stop_gradient(tf.convert_to_tensor(self.rbm.chains))
-    variables = [v.value for v in self.rbm.trainable_variables]
+    variables = [v.value for v in self.prior_variables()]
     # E is linear in the parameters, so E_t(z) − E_{t−1}(z) is E's derivative along θ_t − θ_{t−1}.
     sizes = [int(np.prod(v.shape)) for v in variables]
     steps = [tf.convert_to_tensor(v) - tf.reshape(previous, v.shape) for v, previous in zip(
@@ -598,8 +604,10 @@ class DVAE(keras.Model):
     return {"bound": bound, "reconstruction": -per_example(log_px), "kl": per_example(kl)}
 
   def weight_decay(self):
-    """1e-4 · ½‖θ‖² over network kernels, batch-norm scales and the RBM couplings."""
-    return tf.add_n(self.losses) + self.rbm.weight_decay_loss()
+    """The networks' regularization losses (`model.losses`; the paper's MLPs: 1e-4 · ½‖θ‖²
+    over kernels and batch-norm scales) plus the prior's weight decay on its couplings."""
+    decay = self.rbm.weight_decay_loss()
+    return tf.add_n(self.losses) + decay if self.losses else decay
 
   def train_step(self, data):
     data, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
