@@ -103,6 +103,19 @@ def _stateless_seed(seed):
   return tf.cast(seed, tf.int32)
 
 
+def _weights_kept(args, kwargs):
+  """`fit`/`evaluate` keyword arguments under which Keras hands `sample_weight` to the steps.
+
+  Keras drops the sample weights of data without targets (`pack_x_y_sample_weight`); the model
+  has no targets, so with weights it gets placeholder targets (zeros, never read).
+  """
+  if kwargs.get("sample_weight") is None or len(args) > 1 or kwargs.get("y") is not None:
+    return kwargs
+  x = args[0] if args else kwargs.get("x")
+  rows = len(x["x"] if isinstance(x, dict) else x)
+  return {**kwargs, "y": np.zeros([rows], np.float32)}
+
+
 def _output_width(net, width):
   """The last dimension of `net`'s output for inputs [1, width] (builds `net`)."""
   return int(net(tf.zeros([1, width]), training=False).shape[-1])
@@ -200,6 +213,9 @@ class DVAE(keras.Model):
       for i in range(self.num_latent_layers):
         setattr(self, f"gi_scale_{i}", self.add_weight(
             shape=[self.latent_units], initializer="ones", name=f"gi_scale_{i}"))
+    # Freezing the machine (`trainable = False`) makes its variables untrainable; these stay
+    # its parameters.
+    self._prior_parameter_paths = tuple(v.path for v in self.rbm.trainable_variables)
     # Training steps taken: the KL warm-up and the steps' noise are functions of it.
     self.train_steps = self.add_weight(shape=[], dtype="int64", initializer="zeros",
                                        trainable=False, aggregation="only_first_replica",
@@ -501,7 +517,7 @@ class DVAE(keras.Model):
   def prior_variables(self):
     """The prior machine's parameters (its trainable variables, also while the machine is
     frozen with `trainable = False`)."""
-    return [v for v in self.rbm.weights if v.trainable]
+    return [v for v in self.rbm.weights if v.path in self._prior_parameter_paths]
 
   def _num_prior_parameters(self):
     return sum(int(np.prod(v.shape)) for v in self.prior_variables())
@@ -554,8 +570,12 @@ class DVAE(keras.Model):
   def evaluate(self, *args, **kwargs):
     """`keras.Model.evaluate` with a log Z estimated for the current parameters."""
     self.ensure_current_log_z()
-    return super().evaluate(*args, **kwargs)
+    return super().evaluate(*args, **_weights_kept(args, kwargs))
 
+
+  def fit(self, *args, **kwargs):
+    """`keras.Model.fit`; `sample_weight` weighs the examples (see the class docstring)."""
+    return super().fit(*args, **_weights_kept(args, kwargs))
 
   # --- Objectives. ---------------------------------------------------------------------------
 
