@@ -4,6 +4,7 @@ namespace, in a temporary directory (they write best.keras, dvae.keras, conv.ker
 import os
 import re
 
+import pytest
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,7 @@ class ReadmeTest(tf.test.TestCase):
                    "load_model"):
       self.assertIn(needle, text)
 
+  @pytest.mark.slow  # about 1 minute alone, 4 on the shared CPUs
   def test_library_code_blocks_run(self):
     blocks = library_blocks()
     self.assertLen(blocks, 5)
