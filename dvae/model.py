@@ -116,6 +116,16 @@ def _weights_kept(args, kwargs):
   return {**kwargs, "y": np.zeros([rows], np.float32)}
 
 
+def _without_build_configs(serialized):
+  """A serialized Keras object with the build configs of it and its layers removed."""
+  if isinstance(serialized, dict):
+    return {key: _without_build_configs(value) for key, value in serialized.items()
+            if key != "build_config"}
+  if isinstance(serialized, list):
+    return [_without_build_configs(value) for value in serialized]
+  return serialized
+
+
 def _output_width(net, width):
   """The last dimension of `net`'s output for inputs [1, width] (builds `net`)."""
   return int(net(tf.zeros([1, width]), training=False).shape[-1])
@@ -314,7 +324,10 @@ class DVAE(keras.Model):
   def from_config(cls, config_dict):
     config_dict = dict(config_dict)
     custom = {"RBM": RBM, "GraphBoltzmannMachine": GraphBoltzmannMachine}
-    deserialize = lambda part: keras.saving.deserialize_keras_object(part, custom_objects=custom)
+    # Without their build configs the parts are built by the constructor, inside their own
+    # name scopes, so their variables get the same paths as the saved model's.
+    deserialize = lambda part: keras.saving.deserialize_keras_object(
+        _without_build_configs(part), custom_objects=custom)
     config_dict["encoders"] = [deserialize(net) for net in config_dict["encoders"]]
     for part in ("decoder", "prior", "likelihood"):
       config_dict[part] = deserialize(config_dict[part])
