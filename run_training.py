@@ -187,7 +187,8 @@ def main(argv):
 
   try:
     dataset = data.load_dataset(hparams.dataset, hparams.data_dir, verify=hparams.verify_data,
-                                binarization=hparams.binarization)
+                                binarization=hparams.binarization,
+                                likelihood=hparams.likelihood)
     hparams = config.for_data(hparams, dataset.num_dims)
     samples = evaluation.samples_per_call(
         max(hparams.periodic_eval_iw_samples, hparams.eval_iw_samples), hparams.eval_batch_size,

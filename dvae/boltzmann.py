@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dvae import graphs, optional, samplers
+from dvae import graphs, optional, runs, samplers
 
 LOG_Z_METHODS = ("exact", "ais", "pa")
 # Beyond 2^20 enumerated states exact log Z is no longer a matter of seconds.
@@ -182,6 +182,12 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     self._num_units = int(num_units)
     self.weight_decay = float(weight_decay)
     self.num_chains, self.num_sweeps = int(num_chains), int(num_sweeps)
+    # Refused before allocation: a configuration (e.g. from a model file) may ask for any size.
+    chain_bytes, available = 4 * self.num_chains * self._num_units, runs.available_memory()
+    if chain_bytes > available:
+      raise ValueError(f"num_chains={self.num_chains} chains of {self._num_units} units need "
+                       f"{chain_bytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} "
+                       f"GiB available; lower num_chains")
 
   def _add_state(self):
     """Creates `chains`, `log_z` and `log_z_stderr` (after the subclass's parameters)."""

@@ -47,7 +47,8 @@ def image_summaries(model, images, image_shape, prefix=""):
   images = tf.constant(images[:50])
   pairs = tf.reshape(tf.stack([images, model(images)], axis=1), [-1, model.num_dims])
   tf.summary.image(f"{prefix}inputs_and_reconstructions", image_tiles(pairs, 10, 10, image_shape))
-  tf.summary.image(f"{prefix}samples", image_tiles(model.generate(100), 10, 10, image_shape))
+  samples = model.generate(min(100, model.rbm.num_chains))
+  tf.summary.image(f"{prefix}samples", image_tiles(samples, 10, 10, image_shape))
 
 
 def _step(model):
@@ -160,7 +161,7 @@ class Summaries(keras.callbacks.Callback):
     step = model.optimizer.iterations
     with self.writer.as_default(step=_step(model)):
       tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
-      tf.summary.scalar("train/beta", model.hparams.beta)
+      tf.summary.scalar("train/beta", model.beta)
       tf.summary.scalar("train/running_log_z", model.running_log_z)
       for name, value in model.prior.summaries().items():
         tf.summary.scalar(f"prior/{name}", value)

@@ -16,7 +16,7 @@ import math
 import os
 import typing
 
-from dvae import bqm, graphs, optional, runs
+from dvae import bqm, graphs, optional
 
 # The published data sets; `dataset` may also be a path to a user's `.npz` file (see `dvae.data`).
 DATASETS = ("binarized_mnist", "omniglot", "dynamic_mnist")
@@ -30,6 +30,8 @@ SAMPLERS = ("pcd", "pa", "dimod")
 # The Boltzmann prior: the bipartite RBM, or a machine on a hardware graph (`dvae.graphs`).
 PRIORS = ("rbm", "chimera", "pegasus", "zephyr")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+# p(x|z) (`dvae.likelihoods`): 0/1 data, real values, integer levels 0 … K−1 (K from the data).
+LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
 
 HIDDEN_UNITS = 200
 
@@ -166,6 +168,7 @@ class HParams:
   checkpoint_every_secs: float = 300.0
   steps_per_execution: int = 1
   startup_timeout_secs: float = 600.0
+  likelihood: str = "bernoulli"
 
   @property
   def structure(self):
@@ -255,6 +258,9 @@ HELP = {
     "distribute": f"distribution strategy: one of {', '.join(DISTRIBUTE)} (default none)",
     "checkpoint_every_steps": "steps between saves of the latest checkpoint (default 1000)",
     "checkpoint_every_secs": "seconds between saves of the latest checkpoint (default 300)",
+    "likelihood": f"p(x|z): one of {', '.join(LIKELIHOODS)}: 0/1 values, real values (σ "
+                  "learned per dimension) or integer levels 0 … K−1 (K from the data); the "
+                  "last two for a .npz file (default bernoulli)",
     "steps_per_execution": "training steps per call of the compiled training loop (a fit call "
                            "whose epoch it does not divide uses their gcd): fewer Python round "
                            "trips, the same result; time-based checkpoints, the stop on SIGTERM "
@@ -266,7 +272,8 @@ HELP = {
 
 _FIELD_TYPES = typing.get_type_hints(HParams)
 _CHOICES = {"struct": tuple(STRUCTURES), "baseline": BASELINES, "sampler": SAMPLERS,
-            "prior": PRIORS, "distribute": DISTRIBUTE, "binarization": BINARIZATIONS}
+            "prior": PRIORS, "distribute": DISTRIBUTE, "binarization": BINARIZATIONS,
+            "likelihood": LIKELIHOODS}
 _AT_LEAST_ONE = ("k", "num_chains", "num_sweeps", "num_train_iter", "train_batch_size",
                  "eval_batch_size", "eval_iw_samples", "periodic_eval_iw_samples", "eval_every",
                  "checkpoint_every_steps", "latent_units", "hidden_units", "steps_per_execution")
@@ -281,7 +288,7 @@ _MAX_SEED = 2**31 - 1
 _MAX_COUNT = 2**31 - 1
 
 
-def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR, import_sampler=True):
+def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
   """Reads, merges, validates and resolves a configuration.
 
   Args:
@@ -291,9 +298,6 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR, import_sa
       the file. An empty string for `data_dir` or `export_dir` means unset, since a flag cannot
       spell `null`.
     hparams_dir: the folder for bare names.
-    import_sampler: whether to import the dimod sampler that `dimod_sampler` names, to check
-      it and `dimod_sampler_args` by drawing from a two-unit model (else only the path's form
-      is checked, and the sampler is imported at its first use).
 
   Returns:
     `(hparams, notes)`: the validated `HParams` with every `None` default resolved, and lines for
@@ -328,6 +332,11 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR, import_sa
     if getattr(hparams, key) not in allowed and getattr(hparams, key) is not None:
       raise ConfigError(f"unknown {key} {getattr(hparams, key)!r} ({_where(origins, key)}); "
                         f"allowed: {', '.join(allowed)}")
+  if hparams.likelihood != "bernoulli" and (
+      not is_data_file(hparams.dataset) or hparams.binarization not in (None, "none")):
+    raise ConfigError(f"likelihood {hparams.likelihood} ({_where(origins, 'likelihood')}) "
+                      "models the values of a .npz file of your own as they are: give "
+                      "--dataset=PATH.npz and no binarization")
   resolved = {}
   if hparams.beta is None:
     row = beta_table_dataset(hparams.dataset)
@@ -349,35 +358,9 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR, import_sa
     notes.append(f"graph_size={resolved['graph_size']}: the smallest {hparams.prior} graph "
                  f"that holds the latent units")
   hparams = dataclasses.replace(hparams, **resolved)
-  _check_ranges(hparams, origins, import_sampler)
+  _check_ranges(hparams, origins)
   _check_prior(hparams, origins)
   return hparams, notes
-
-
-def from_dict(values, num_inputs):
-  """The `HParams` of a stored configuration (a model file's), validated as `load_hparams`
-  validates flags, and refused when the model it describes would not fit in memory.
-
-  A dimod sampler it names is not imported here (a file runs no code when it loads): the
-  sampler imports it at its first draw.
-
-  Args:
-    values: a dict of hparams, as `dataclasses.asdict(hparams)` gives it.
-    num_inputs: D, the data's dimension.
-
-  Raises:
-    ConfigError: one line naming the problem.
-  """
-  if not isinstance(values, dict):
-    raise ConfigError(f"a stored configuration must be a dict of hparams, got "
-                      f"{type(values).__name__}")
-  hparams, _ = load_hparams(None, {key: value for key, value in values.items()
-                                   if value is not None}, import_sampler=False)
-  try:
-    runs.check_memory(hparams, num_inputs, eval_rows=0)
-  except runs.RunError as e:
-    raise ConfigError(str(e)) from None
-  return hparams
 
 
 def for_data(hparams, num_dims):
@@ -475,7 +458,7 @@ def _checked(key, value, origin):
   return float(value) if kind is float else value
 
 
-def _check_ranges(hparams, origins, import_sampler=True):
+def _check_ranges(hparams, origins):
   def refuse(key, requirement):
     raise ConfigError(f"hparam {key}={_show(getattr(hparams, key))} ({_where(origins, key)}) "
                       f"must be {requirement}")
@@ -494,11 +477,12 @@ def _check_ranges(hparams, origins, import_sampler=True):
   if hparams.num_latent_layers * hparams.latent_units < 2:
     refuse("latent_units", f"at least 2 in all for the two halves of the RBM "
            f"({hparams.struct} has {hparams.num_latent_layers} latent layer)")
-  _check_dimod_sampler(hparams, origins, import_sampler)
+  _check_dimod_sampler(hparams, origins)
 
 
-def _check_dimod_sampler(hparams, origins, import_sampler):
-  """The dimod hparams are set only with sampler=dimod, and then name a usable sampler."""
+def _check_dimod_sampler(hparams, origins):
+  """The dimod hparams are set only with sampler=dimod, and then name a usable sampler: it is
+  imported and `dimod_sampler_args` checked by drawing from a two-unit model."""
   if hparams.sampler != "dimod":
     for key, default in _DIMOD_ONLY.items():
       if getattr(hparams, key) != default:
@@ -522,13 +506,12 @@ def _check_dimod_sampler(hparams, origins, import_sampler):
     shown = shown if len(shown) <= 80 else shown[:79] + "…"
     raise ConfigError(f"hparam dimod_sampler_args ({_where(origins, 'dimod_sampler_args')}) must "
                       f"be a JSON object such as '{{\"num_sweeps\": 100}}', got {shown!r}")
-  if import_sampler:
-    try:
-      sampler = bqm.sampler_from_path(hparams.dimod_sampler)
-      bqm.check_sample_kwargs(sampler, kwargs)
-    except (ImportError, ValueError) as e:
-      raise ConfigError(str(e)) from None
-    _try_sampler(sampler, kwargs, origins)
+  try:
+    sampler = bqm.sampler_from_path(hparams.dimod_sampler)
+    bqm.check_sample_kwargs(sampler, kwargs)
+  except (ImportError, ValueError) as e:
+    raise ConfigError(str(e)) from None
+  _try_sampler(sampler, kwargs, origins)
 
 
 def _try_sampler(sampler, kwargs, origins):

@@ -173,7 +173,7 @@ def default_data_root():
 
 
 def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=CHECKSUMS,
-                 urls=URLS):
+                 urls=URLS, likelihood="bernoulli"):
   """Loads, checks, splits and binarizes one data set (see the module docstring).
 
   Args:
@@ -183,6 +183,9 @@ def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=
     binarization: "none", "static" or "dynamic"; None for the data set's own protocol.
     checksums: the published hashes; tests inject their own.
     urls: where missing files are downloaded from; tests point them at a local server.
+    likelihood: "bernoulli" (0/1 data, or grey levels to binarize), or for a `.npz` file
+      "gaussian" (any finite real values) or "categorical" (integer levels 0, 1, …), kept as
+      they are.
 
   Raises:
     DataError: files missing (and not downloadable), not matching their hash, or malformed.
@@ -195,7 +198,7 @@ def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=
     raise ValueError(f"unknown binarization {binarization!r}; allowed: "
                      f"{', '.join(config.BINARIZATIONS)}")
   if config.is_data_file(name):
-    splits = _load_npz(os.path.abspath(name))
+    splits = _load_npz(os.path.abspath(name), likelihood)
   elif name in loaders:
     if not data_dir and (name != "binarized_mnist" or os.environ.get("DVAE_DATA_DIR")):
       data_dir = os.path.join(default_data_root(), name)
@@ -205,7 +208,7 @@ def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=
   else:
     raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(config.DATASETS)}, "
                      "or a path to a .npz file")
-  return _binarized(splits, binarization)
+  return _binarized(splits, binarization, binary=likelihood == "bernoulli")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,12 +221,14 @@ class _Splits:
   described: str
 
 
-def _binarized(splits, binarization):
-  """The `Dataset` of `splits` under a binarization protocol (module docstring)."""
+def _binarized(splits, binarization, binary=True):
+  """The `Dataset` of `splits` under a binarization protocol (module docstring); values that
+  are not `binary` (a Gaussian or categorical likelihood) are kept as they are."""
   if binarization == "none":
     for split in SPLITS:
-      _check_values(getattr(splits, split), f"the {split} split of {splits.described}",
-                    binary=True)
+      if binary:
+        _check_values(getattr(splits, split), f"the {split} split of {splits.described}",
+                      binary=True)
     train, valid, test = (getattr(splits, split).astype(np.float32) for split in SPLITS)
   else:
     rng = np.random.default_rng(BINARIZATION_SEED)
@@ -538,7 +543,19 @@ _NPZ_FORMAT = ("a .npz must hold arrays train, test and optionally valid, each [
                "[N, H, W] of 0/1 or grey levels in [0, 1] (np.savez)")
 
 
-def _load_npz(path):
+def _check_levels(x, described, likelihood):
+  """Refuses NaN/±inf, and for the categorical likelihood values that are not integers ≥ 0."""
+  bad = ~np.isfinite(x)
+  if likelihood == "categorical":
+    bad |= (x < 0) | (x != np.round(x))
+  if bad.any():
+    expected = ("integer levels 0, 1, …" if likelihood == "categorical"
+                else "finite real values")
+    raise DataError(f"{described} has values such as {x[bad][0].item()}; the {likelihood} "
+                    f"likelihood expects {expected}")
+
+
+def _load_npz(path, likelihood="bernoulli"):
   try:
     if not stat.S_ISREG(os.stat(path).st_mode):
       raise DataError(f"dataset {path} is not a regular file (a folder, pipe or device); give "
@@ -594,7 +611,10 @@ def _load_npz(path):
     elif x.shape[1:] != shape:
       raise DataError(f"{described} has rows of shape {list(x.shape[1:])}, but train has "
                       f"{list(shape)}; every split must have the same D (or H, W)")
-    _check_values(x, described, binary=False)
+    if likelihood == "bernoulli":
+      _check_values(x, described, binary=False)
+    else:
+      _check_levels(x, described, likelihood)
   flat = {key: x.reshape(len(x), -1) for key, x in arrays.items()}
   if "valid" not in flat:
     train = flat["train"]
@@ -675,10 +695,11 @@ def train_dataset(dataset, batch_size, seed, start_step=0):
     raise ValueError(f"seed must be an int in [0, 2**63), got {seed}")
   if start_step < 0:
     raise ValueError(f"start_step must be ≥ 0, got {start_step}")
-  # Binary images travel as uint8, a quarter of the memory of float32 (the pipeline holds a
-  # copy of the whole training set).
-  images = tf.constant(dataset.train if dataset.dynamic_binarization
-                       else dataset.train.astype(np.uint8))
+  # Binary images (and levels below 256) travel as uint8, a quarter of the memory of float32
+  # (the pipeline holds a copy of the whole training set); real values as they are.
+  small_levels = np.array_equal(dataset.train, dataset.train.astype(np.uint8))
+  images = tf.constant(dataset.train.astype(np.uint8) if small_levels and not
+                       dataset.dynamic_binarization else dataset.train)
   num_images = dataset.train.shape[0]
   # Separate streams for the order and the binarization, so neither shifts the other.
   order_key, binarize_key = (tf.constant([seed, stream], tf.int64) for stream in (0, 1))

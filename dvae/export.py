@@ -52,7 +52,7 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
     return {f"logits_{i}": q.logits for i, q in enumerate(posteriors)}
 
   def decode(z):
-    return tf.sigmoid(model.decode(z))
+    return model.likelihood.mean(model.decode(z))
 
   def sample(num_images, seed):
     return decode(model.rbm.sample(num_images, SAMPLE_SWEEPS, seed=seed))

@@ -1,12 +1,18 @@
-"""The discrete VAE with a relaxed Boltzmann prior, as one `keras.Model` (SPEC §1, §4).
+"""The discrete VAE with a relaxed Boltzmann prior, as one `keras.Model` built from parts (SPEC §1, §4).
 
-Generative model: z ~ p(z) = e^{−E(z)}/Z (an RBM, or a Boltzmann machine on a hardware graph),
-x ~ p(x|z) = Π_d Bern(x_d; σ(f(z)_d + b_d)) with f the decoder MLP and
-b = logit(clip(x̄, 0.001, 0.999)) a fixed bias from the training mean x̄. Inference: a hierarchical posterior
+Generative model: z ~ p(z) = e^{−E(z)}/Z (an RBM, or any Boltzmann machine, e.g. on a hardware
+graph), x ~ p(x|z, c) = Π_d p(x_d | f(z, c)_d) with f the decoder network and p(x_d|·) the
+likelihood (`dvae.likelihoods`: Bernoulli, Gaussian, categorical), c an optional condition.
+Inference: a hierarchical posterior
 
-    q(ζ|x) = Π_i q(ζ_i | x, ζ_<i),    q(ζ_i|·) an overlapping transformation of Bern(σ(l_i)),
+    q(ζ|x, c) = Π_i q(ζ_i | x, c, ζ_<i),    q(ζ_i|·) an overlapping transformation of Bern(σ(l_i)),
 
-whose logits l_i = g_i(x − x̄, ζ_0, …, ζ_{i−1}) come from one MLP per latent layer.
+whose logits l_i = g_i(x, ζ_0, …, ζ_{i−1}, c) come from one encoder network per latent layer.
+The parts are given to the constructor: the encoder networks g_i, the decoder f, the prior
+machine, the relaxation (with its β), the likelihood and the condition's width.
+`DVAE.from_hparams` builds the paper's configurations on top: MLPs whose encoders start with
+the centring x − x̄ (`dvae.networks.Offset`) and a Bernoulli likelihood with the bias
+logit(clip(x̄, 0.001, 0.999)), x̄ the training mean.
 
 Training maximises either the ELBO
 
@@ -17,9 +23,10 @@ or, for the DVAE# baselines with K > 1, the importance-weighted bound
     L_K(x) = E[log (1/K) Σ_k w_k],   log w_k = log p(x|ζ_k) + c(t) · (log p(ζ_k) − log q(ζ_k|x)),
 
 whose gradient is Σ_k softmax_k(log w) ∇ log w_k. c(t) is the KL warm-up, a schedule of the
-training step given to `compile` (the paper's is min(t / (0.3 T), 1), `kl_warm_up` below); the
-model knows nothing else about the run. The gradient of log Z comes from the prior's sampler
-through a surrogate (`dvae.rbm.RBM.train_log_z`).
+model's own training-step counter `train_steps` given to `compile` (the paper's is
+min(t / (0.3 T), 1), `kl_warm_up` below), so compiling again (a new optimizer, fine-tuning)
+resumes the warm-up and the steps' noise where they were. The gradient of log Z comes from
+the prior's sampler through a surrogate (`dvae.rbm.RBM.train_log_z`).
 
 log Z. The value of log Z in the training loss is a running estimate for the current
 parameters θ_t: it starts at the exact (n1 + n2) log 2 of the zero-parameter RBM and at every
@@ -48,9 +55,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dvae import config, graphs, networks, priors, relaxations, samplers
-from dvae.boltzmann import GraphBoltzmannMachine
+from dvae import config, graphs, likelihoods, networks, priors, relaxations, samplers
+from dvae.boltzmann import BoltzmannMachine, GraphBoltzmannMachine
 from dvae.rbm import RBM
+
+# The DVAE# baseline that trains with each relaxation given by its name alone.
+BASELINE_OF_RELAXATION = {
+    "spike_exp": "dvae_spike_exp", "shifted_gaussian": "dvaes_gi", "gaussian": "dvaes_gauss",
+    "exponential": "dvaes_exp", "uniform_exponential": "dvaes_unexp", "power": "dvaes_power",
+}
 
 
 def kl_warm_up(num_train_iter):
@@ -83,77 +96,140 @@ def iw_log_mean_exp(log_w):
   return tf.reduce_logsumexp(log_w, axis=-1) - tf.math.log(k)
 
 
+def _stateless_seed(seed):
+  """An int32 [2] stateless seed from an int or a pair."""
+  if isinstance(seed, (int, np.integer)):
+    return tf.constant([int(seed), 0], tf.int32)
+  return tf.cast(seed, tf.int32)
+
+
+def _weights_kept(args, kwargs):
+  """`fit`/`evaluate` keyword arguments under which Keras hands `sample_weight` to the steps.
+
+  Keras drops the sample weights of data without targets (`pack_x_y_sample_weight`); the model
+  has no targets, so with weights it gets placeholder targets (zeros, never read).
+  """
+  if kwargs.get("sample_weight") is None or len(args) > 1 or kwargs.get("y") is not None:
+    return kwargs
+  x = args[0] if args else kwargs.get("x")
+  rows = len(x["x"] if isinstance(x, dict) else x)
+  return {**kwargs, "y": np.zeros([rows], np.float32)}
+
+
+def _without_build_configs(serialized):
+  """A serialized Keras object with the build configs of it and its layers removed."""
+  if isinstance(serialized, dict):
+    return {key: _without_build_configs(value) for key, value in serialized.items()
+            if key != "build_config"}
+  if isinstance(serialized, list):
+    return [_without_build_configs(value) for value in serialized]
+  return serialized
+
+
+def _output_width(net, width):
+  """The last dimension of `net`'s output for inputs [1, width] (builds `net`)."""
+  return int(net(tf.zeros([1, width]), training=False).shape[-1])
+
+
 @keras.saving.register_keras_serializable(package="dvae")
 class DVAE(keras.Model):
-  """A DVAE / DVAE++ / DVAE# model for binary vectors of D pixels (784 for 28×28 MNIST).
+  """A DVAE / DVAE++ / DVAE# model of D-dimensional data, built from its parts.
 
   Args:
-    hparams: a `dvae.config.HParams`, or its dict (structure, widths, baseline, β, K, sampler,
-      seed); the run's schedule in it (steps, evaluation settings) is not read.
-    train_mean: [D] per-pixel mean of the training split (x̄); it fixes D.
+    encoders: one Keras layer or model per latent layer (or a single one for one layer).
+      Encoder i maps the concatenation [x, ζ_0, …, ζ_{i−1}, c] ([B, D + i·u + C], x as
+      given to the model, so a network that wants x centred centres it itself) to the
+      posterior logits l_i [B, u] (for the Gaussian-integral relaxation [B, 2u]: the logits,
+      then the logits of the shifts).
+    decoder: a Keras layer or model mapping [z, c] ([B, n + C]) to the likelihood's parameters
+      ([B, likelihood.num_outputs(D)]).
+    prior: the Boltzmann machine over the n = (number of encoders) · u latent units, a
+      `dvae.boltzmann.BoltzmannMachine` (`dvae.rbm.RBM`, `GraphBoltzmannMachine`, ...).
+    num_dims: D, the width of a data row.
+    relaxation: a baseline of `dvae.config.BASELINES` (the relaxation and the bound it trains
+      with, e.g. "dvaes_power", "dvaepp_exp"), or a relaxation name of
+      `BASELINE_OF_RELAXATION` ("power", "exponential", "gaussian", ...: its DVAE# baseline).
+    beta: the relaxation's sharpness β (for the Gaussian integral: the lower bound on λ).
+    likelihood: a `dvae.likelihoods.Likelihood` or one of its names ("bernoulli", "gaussian").
+    condition_dims: C, the width of the condition c (0: an unconditional model). A conditional
+      model takes `{"x": x, "condition": c}` wherever it takes data.
+    k: importance samples K of the training bound (the IW bound for the DVAE# baselines when
+      K > 1, else the ELBO averaged over K samples).
+    seed: the seed of the training steps' noise; None draws one from NumPy's global generator
+      (which `keras.utils.set_random_seed` seeds).
+    **kwargs: `keras.Model` arguments (name, ...).
 
-  Metrics: training logs the epoch means of `loss` (−bound + weight decay, with the running
-  log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`; evaluation logs `loss`,
-  the importance-weighted NLL estimate −log (1/k) Σ_j w_j of the discrete model with
-  k = `eval_iw_samples` (so `val_loss` is the validation NLL, which `ModelCheckpoint` and
-  `EarlyStopping` minimise by default), and `neg_elbo`.
+  Metrics: training logs the epoch means per example of `loss` (−bound + weight decay, with
+  the running log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`; evaluation
+  logs `loss`, the importance-weighted NLL estimate −log (1/k) Σ_j w_j of the discrete model
+  with k = `eval_iw_samples`, and `neg_elbo`: `nll, neg_elbo = model.evaluate(x)`, and
+  `val_loss` is the validation NLL, which `ModelCheckpoint` and `EarlyStopping` minimise by
+  default. Sample weights (`fit(x, sample_weight=w)`, `evaluate` likewise) weigh examples in
+  the bound and in these means.
 
-  Example:
+  Example (the paper's configurations; see README "Library" for parts of your own):
 
   ```python
   hp, _ = dvae.config.load_hparams("quickstart")
-  model = DVAE(hp, data.train_mean)
+  model = DVAE.from_hparams(hp, data.train_mean)
   model.compile(keras.optimizers.Adam(1e-3, epsilon=1e-3), kl_coefficient=kl_warm_up(10_000))
   model.fit(batches, steps_per_epoch=1000, epochs=10, validation_data=valid_batches)
   ```
   """
 
-  def __init__(self, hparams, train_mean, **kwargs):
+  def __init__(self, encoders, decoder=None, prior=None, num_dims=None,
+               relaxation="dvaes_power", beta=None, likelihood="bernoulli", condition_dims=0,
+               k=1, seed=None, **kwargs):
+    if isinstance(encoders, (dict, config.HParams)):
+      raise TypeError("DVAE is built from its parts; build one from hparams with "
+                      "DVAE.from_hparams(hparams, train_mean)")
     kwargs.setdefault("name", "dvae")
     super().__init__(**kwargs)
-    if isinstance(hparams, dict):
-      # A model file's configuration: validated, and refused beyond the memory, before any
-      # allocation (`config.from_dict`).
-      hparams = config.from_dict(hparams, len(train_mean))
-    self.hparams = hparams
-    train_mean = np.asarray(train_mean, np.float32)
-    self.num_dims = int(train_mean.shape[0])
-    self.relaxation = priors.RELAXATION_OF_BASELINE[hparams.baseline]
+    encoders = list(encoders) if isinstance(encoders, (list, tuple)) else [encoders]
+    if not isinstance(prior, BoltzmannMachine):
+      raise TypeError(f"prior must be a dvae.boltzmann.BoltzmannMachine (an RBM, a "
+                      f"GraphBoltzmannMachine, ...), got {type(prior).__name__}")
+    if not encoders or prior.num_units % len(encoders):
+      raise ValueError(f"the prior's {prior.num_units} units must split evenly over the "
+                       f"{len(encoders)} encoders (one per latent layer)")
+    if num_dims is None or int(num_dims) != num_dims or num_dims < 1:
+      raise ValueError(f"num_dims (D, the width of a data row) must be a positive integer, "
+                       f"got {num_dims!r}")
+    self.baseline = BASELINE_OF_RELAXATION.get(relaxation, relaxation)
+    if self.baseline not in priors.RELAXATION_OF_BASELINE:
+      raise ValueError(f"unknown relaxation {relaxation!r}; allowed: baselines "
+                       f"{', '.join(config.BASELINES)} or relaxations "
+                       f"{', '.join(BASELINE_OF_RELAXATION)}")
+    if beta is None:
+      raise ValueError(f"the relaxation {relaxation!r} needs its sharpness beta")
+    self.num_dims, self.beta, self.k = int(num_dims), float(beta), int(k)
+    self.condition_dims = int(condition_dims)
+    self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
+    self.relaxation = priors.RELAXATION_OF_BASELINE[self.baseline]
     self._shifted = self.relaxation == "shifted_gaussian"
-    units = hparams.latent_units
-    # Each network's initialisation has its own block of seeds, derived from the run's seed.
-    seeds = [10 * (hparams.num_latent_layers + 1) * hparams.seed + 10 * i
-             for i in range(hparams.num_latent_layers + 1)]
+    self.num_latent_layers = len(encoders)
+    self.latent_units = prior.num_units // len(encoders)
     # One attribute per network and per scale (not a list): TensorFlow checkpoints see
     # attributes, not the entries of a Keras-tracked list.
-    for i in range(hparams.num_latent_layers):
-      setattr(self, f"encoder_{i}", networks.mlp(
-          hparams.num_hidden, units * (2 if self._shifted else 1), name=f"encoder_{i}",
-          seed=seeds[i], hidden_units=hparams.hidden_units))
-    self.decoder_net = networks.mlp(hparams.num_hidden, self.num_dims, name="decoder",
-                                    seed=seeds[-1], hidden_units=hparams.hidden_units)
-    num_latents = hparams.num_latent_layers * units
-    sampler = samplers.from_hparams(hparams)
-    if hparams.prior == "rbm":
-      self.rbm = RBM(num_latents // 2, num_latents - num_latents // 2,
-                     num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,
-                     sampler=sampler, name="rbm")
-    else:
-      # Latent unit k (layers concatenated in order) is node k of the graph in sorted order.
-      self.rbm = GraphBoltzmannMachine(
-          graphs.latent_graph(hparams.prior, num_latents, hparams.graph_size),
-          num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps, sampler=sampler,
-          name="rbm")
-    self.prior = priors.make_prior(hparams.baseline, self.rbm, hparams.beta,
-                                   num_latent_layers=hparams.num_latent_layers)
-    self.train_mean = self.add_weight(
-        shape=[self.num_dims], trainable=False, name="train_mean",
-        initializer=keras.initializers.Constant(train_mean))
+    for i, encoder in enumerate(encoders):
+      setattr(self, f"encoder_{i}", encoder)
+    self.decoder_net = decoder
+    self.rbm = prior
+    self.likelihood = likelihoods.get(likelihood)
+    self.prior = priors.make_prior(self.baseline, self.rbm, self.beta,
+                                   num_latent_layers=self.num_latent_layers)
     # The Gaussian-integral posterior learns σ = |0.2 s| + 0.05 per unit, s initialised to 1.
     if self._shifted:
-      for i in range(hparams.num_latent_layers):
-        setattr(self, f"gi_scale_{i}",
-                self.add_weight(shape=[units], initializer="ones", name=f"gi_scale_{i}"))
+      for i in range(self.num_latent_layers):
+        setattr(self, f"gi_scale_{i}", self.add_weight(
+            shape=[self.latent_units], initializer="ones", name=f"gi_scale_{i}"))
+    # Freezing the machine (`trainable = False`) makes its variables untrainable; these stay
+    # its parameters.
+    self._prior_parameter_paths = tuple(v.path for v in self.rbm.trainable_variables)
+    # Training steps taken: the KL warm-up and the steps' noise are functions of it.
+    self.train_steps = self.add_weight(shape=[], dtype="int64", initializer="zeros",
+                                       trainable=False, aggregation="only_first_replica",
+                                       name="train_steps")
     # The prior's parameters at the last log Z estimate (zero: the initial log Z is exact).
     self.log_z_parameters = self.add_weight(
         shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
@@ -166,49 +242,155 @@ class DVAE(keras.Model):
     self.running_log_z_parameters = self.add_weight(
         shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
         aggregation="only_first_replica", name="running_log_z_parameters")
-    self.trains_iw = self.prior.trains_iw and hparams.k > 1
-    self._train_trackers = {name: keras.metrics.Mean(name=name) for name in (
-        "loss", "reconstruction", "kl", "weight_decay")}
-    self._test_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "neg_elbo")}
+    self.trains_iw = self.prior.trains_iw and self.k > 1
+    # One tracker per name: `loss` is the training loss in training and the NLL in evaluation
+    # (Keras resets every tracker when a fit epoch or an evaluation starts).
+    self._trackers = {name: keras.metrics.Mean(name=name) for name in (
+        "loss", "reconstruction", "kl", "weight_decay", "neg_elbo")}
+    self._kl_schedule = 1.0
     self.kl_coefficient = lambda step: tf.constant(1.0)
     self.eval_iw_samples = 100
     self._build_networks()
 
+  @classmethod
+  def from_hparams(cls, hparams, train_mean=None, num_classes=None, condition_dims=0):
+    """The paper's model for a configuration: MLP encoders and decoder, its prior, relaxation
+    and likelihood.
+
+    Args:
+      hparams: a `dvae.config.HParams`, or a dict of hparams (validated and resolved by
+        `dvae.config.load_hparams`); the run's schedule in it (steps, evaluation settings) is
+        not read.
+      train_mean: [D] per-dimension mean x̄ of the training split; it fixes D, centres the
+        encoders' input and sets the likelihood's bias.
+      num_classes: K, for the categorical likelihood.
+      condition_dims: C, the width of a condition (0: none).
+
+    Returns:
+      A `DVAE`.
+
+    Raises:
+      ValueError: without `train_mean`; `dvae.config.ConfigError` for invalid hparams.
+    """
+    if train_mean is None:
+      raise ValueError("DVAE.from_hparams needs train_mean, the [D] mean of the training data")
+    if isinstance(hparams, dict):
+      hparams = config.load_hparams(None, hparams)[0]
+    elif hparams.beta is None or hparams.latent_units is None:
+      hparams = config.load_hparams(None, {
+          key: value for key, value in dataclasses.asdict(hparams).items() if value is not None})[0]
+    train_mean = np.asarray(train_mean, np.float32)
+    num_dims = int(train_mean.shape[0])
+    layers, units = hparams.num_latent_layers, hparams.latent_units
+    shifted = priors.RELAXATION_OF_BASELINE[hparams.baseline] == "shifted_gaussian"
+    likelihood = likelihoods.get(
+        getattr(hparams, "likelihood", "bernoulli"), num_classes=num_classes,
+        data_mean=None if num_classes else train_mean)
+    # Each network's initialisation has its own block of seeds, derived from the run's seed.
+    seeds = [10 * (layers + 1) * hparams.seed + 10 * i for i in range(layers + 1)]
+    centring = [-float(value) for value in train_mean]
+    encoders = [networks.mlp(hparams.num_hidden, units * (2 if shifted else 1),
+                             name=f"encoder_{i}", seed=seeds[i],
+                             hidden_units=hparams.hidden_units,
+                             input_offset=centring + [0.0] * (i * units + condition_dims))
+                for i in range(layers)]
+    decoder = networks.mlp(hparams.num_hidden, likelihood.num_outputs(num_dims), name="decoder",
+                           seed=seeds[-1], hidden_units=hparams.hidden_units)
+    num_latents = layers * units
+    sampler = samplers.from_hparams(hparams)
+    if hparams.prior == "rbm":
+      machine = RBM(num_latents // 2, num_latents - num_latents // 2,
+                    num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps,
+                    sampler=sampler, name="rbm")
+    else:
+      # Latent unit k (layers concatenated in order) is node k of the graph in sorted order.
+      machine = GraphBoltzmannMachine(
+          graphs.latent_graph(hparams.prior, num_latents, hparams.graph_size),
+          num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps, sampler=sampler,
+          name="rbm")
+    return cls(encoders, decoder, machine, num_dims, relaxation=hparams.baseline,
+               beta=hparams.beta, likelihood=likelihood, condition_dims=condition_dims,
+               k=hparams.k, seed=hparams.seed)
+
   def get_config(self):
-    return {"name": self.name, "hparams": dataclasses.asdict(self.hparams),
-            "train_mean": self.train_mean.numpy().tolist()}
+    serialize = keras.saving.serialize_keras_object
+    return {"name": self.name, "encoders": [serialize(net) for net in self.encoder_nets],
+            "decoder": serialize(self.decoder_net), "prior": serialize(self.rbm),
+            "num_dims": self.num_dims, "relaxation": self.baseline, "beta": self.beta,
+            "likelihood": serialize(self.likelihood), "condition_dims": self.condition_dims,
+            "k": self.k, "seed": self.seed}
+
+  @classmethod
+  def from_config(cls, config_dict):
+    config_dict = dict(config_dict)
+    custom = {"RBM": RBM, "GraphBoltzmannMachine": GraphBoltzmannMachine}
+    # Without their build configs the parts are built by the constructor, inside their own
+    # name scopes, so their variables get the same paths as the saved model's.
+    deserialize = lambda part: keras.saving.deserialize_keras_object(
+        _without_build_configs(part), custom_objects=custom)
+    config_dict["encoders"] = [deserialize(net) for net in config_dict["encoders"]]
+    for part in ("decoder", "prior", "likelihood"):
+      config_dict[part] = deserialize(config_dict[part])
+    return cls(**config_dict)
 
   @property
   def encoder_nets(self):
-    return [getattr(self, f"encoder_{i}") for i in range(self.hparams.num_latent_layers)]
+    return [getattr(self, f"encoder_{i}") for i in range(self.num_latent_layers)]
 
   @property
   def gi_scales(self):
     if not self._shifted:
       return []
-    return [getattr(self, f"gi_scale_{i}") for i in range(self.hparams.num_latent_layers)]
+    return [getattr(self, f"gi_scale_{i}") for i in range(self.num_latent_layers)]
 
   def _build_networks(self):
-    width = self.num_dims
-    for net in self.encoder_nets:
-      net.build((None, width))
-      width += self.hparams.latent_units
-    self.decoder_net.build((None, self.hparams.num_latent_layers * self.hparams.latent_units))
+    """Builds the networks and checks their widths against the prior and the likelihood."""
+    width = self.num_dims + self.condition_dims
+    expected = self.latent_units * (2 if self._shifted else 1)
+    for i, net in enumerate(self.encoder_nets):
+      got = _output_width(net, width)
+      if got != expected:
+        raise ValueError(f"encoder {i} gives {got} outputs for inputs of width {width}; the "
+                         f"{self.relaxation} posterior of {self.latent_units} units needs "
+                         f"{expected}")
+      width += self.latent_units
+    width = self.rbm.num_units + self.condition_dims
+    got, expected = _output_width(self.decoder_net, width), self.likelihood.num_outputs(
+        self.num_dims)
+    if got != expected:
+      raise ValueError(f"the decoder gives {got} outputs for inputs of width {width}; the "
+                       f"likelihood of {self.num_dims} dimensions needs {expected}")
+    if not self.likelihood.built:
+      self.likelihood.build((None, self.num_dims))
     self.built = True
 
   def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100,
               jit_compile=False, **kwargs):
     """Keras's `compile`, plus the run's two settings the steps read.
 
+    The model's loss is its bound and its metrics are its own: `loss`, `metrics`,
+    `weighted_metrics` and `loss_weights` are refused, and so is a mixed-precision dtype
+    policy (the bound, the sampler and log Z need float32).
+
     Args:
       optimizer: as for `keras.Model.compile` (its learning rate may be a schedule).
-      kl_coefficient: c(t), a number or a schedule of the optimizer step such as
+      kl_coefficient: c(t), a number or a schedule of the training step such as
         `kl_warm_up(num_train_iter)`.
       eval_iw_samples: k, importance samples per image in `test_step` (`evaluate`).
       jit_compile: whole-step XLA; off by default (the sampler's loops are compiled on their
         own).
       **kwargs: the rest of `keras.Model.compile`'s arguments.
+
+    Raises:
+      ValueError: for a loss, metrics or a mixed-precision policy.
     """
+    for name in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+      if kwargs.get(name) is not None:
+        raise ValueError(f"DVAE.compile takes no {name}: the model trains its bound and "
+                         "reports its own metrics (loss, reconstruction, kl; nll, neg_elbo)")
+    if self.dtype_policy.compute_dtype != "float32":
+      raise ValueError(f"DVAE computes in float32; the dtype policy "
+                       f"{self.dtype_policy.name!r} (mixed precision) is not supported")
     super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
     self._kl_schedule = kl_coefficient
     self.kl_coefficient = (kl_coefficient if callable(kl_coefficient)
@@ -228,9 +410,37 @@ class DVAE(keras.Model):
 
   @property
   def metrics(self):
-    return [*self._train_trackers.values(), *self._test_trackers.values()]
+    return list(self._trackers.values())
 
   # --- The paper's pieces: encode, relax, decode. -------------------------------------------
+
+  def inputs_of(self, data):
+    """(x [B, D] float32, c [B, C] float32 or None) from the model's input.
+
+    The input is x (rows [B, D], or [B, ...] with D values per example, flattened; any real or
+    integer dtype), or for a conditional model a dict {"x": x, "condition": c}.
+    """
+    if isinstance(data, dict):
+      if set(data) != {"x", "condition"}:
+        raise ValueError(f"a dict input has the keys 'x' and 'condition', got {sorted(data)}")
+      x, condition = data["x"], data["condition"]
+    else:
+      x, condition = data, None
+    if (condition is None) != (self.condition_dims == 0):
+      raise ValueError(
+          f"this model takes a condition of width {self.condition_dims}: pass "
+          "{'x': x, 'condition': c}" if self.condition_dims else
+          "this model has no condition (condition_dims=0); pass x alone")
+    x = tf.convert_to_tensor(x)
+    known = x.shape.rank is not None and None not in x.shape[1:]
+    if known and (x.shape.rank < 2 or int(np.prod(x.shape[1:])) != self.num_dims):
+      raise ValueError(f"the model takes rows of D = {self.num_dims} values, [batch, "
+                       f"{self.num_dims}] (or [batch, ...] of {self.num_dims} values), got "
+                       f"shape {list(x.shape)}")
+    x = tf.reshape(tf.cast(x, tf.float32), [-1, self.num_dims])
+    if condition is not None:
+      condition = tf.reshape(tf.cast(condition, tf.float32), [-1, self.condition_dims])
+    return x, condition
 
   def posterior(self, layer, params):
     """q(ζ_i | x, ζ_<i) from the raw output of encoder network `layer`."""
@@ -240,69 +450,94 @@ class DVAE(keras.Model):
           "shifted_gaussian", logits,
           delta_mu=0.5 * (tf.sigmoid(shift_logits) - 0.5),
           scale=tf.abs(0.2 * self.gi_scales[layer]) + 0.05)
-    return relaxations.posterior(self.relaxation, params, beta=self.hparams.beta)
+    return relaxations.posterior(self.relaxation, params, beta=self.beta)
 
-  def encode(self, x, seed, training=False, discrete=False):
+  def encode(self, x, seed, training=False, discrete=False, condition=None):
     """Ancestral sampling through the hierarchical posterior.
 
     Args:
-      x: [batch, D] binary images.
-      seed: stateless seed, int32 [2].
+      x: [batch, D] data rows.
+      seed: stateless seed, an int or int32 [2].
       training: batch-norm mode.
       discrete: sample binary z ~ q(z|x) (evaluation) instead of relaxed ζ ~ q(ζ|x).
+      condition: [batch, C] for a conditional model.
 
     Returns:
       (posteriors, samples): one posterior distribution and one [batch, units] sample per
       latent layer.
     """
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, len(self.encoder_nets)))
-    inputs = [x - self.train_mean]
+    seeds = tf.unstack(tf.random.experimental.stateless_split(
+        _stateless_seed(seed), self.num_latent_layers))
+    x = tf.cast(x, tf.float32)
+    extra = [] if condition is None else [tf.cast(condition, tf.float32)]
     posteriors, samples = [], []
     for layer, (net, layer_seed) in enumerate(zip(self.encoder_nets, seeds)):
-      q = self.posterior(layer, net(tf.concat(inputs + samples, axis=-1), training=training))
+      q = self.posterior(layer, net(tf.concat([x] + samples + extra, axis=-1),
+                                    training=training))
       sample = q.discrete().sample(seed=layer_seed) if discrete else q.sample(seed=layer_seed)
       posteriors.append(q)
       samples.append(tf.cast(sample, tf.float32))
     return posteriors, samples
 
-  def decode(self, latents, training=False):
-    """Bernoulli logits of p(x|ζ) for [batch, num_latents] latents."""
-    mean = tf.clip_by_value(self.train_mean, 0.001, 0.999)
-    return self.decoder_net(latents, training=training) + tf.math.log(mean) - tf.math.log1p(-mean)
+  def decode(self, latents, training=False, condition=None):
+    """The decoder's outputs, the likelihood's parameters h of p(x|ζ, c), for latents [B, n]
+    (`self.likelihood.mean(h)` is E[x|ζ, c])."""
+    latents = tf.cast(latents, tf.float32)
+    if condition is not None:
+      latents = tf.concat([latents, tf.cast(condition, tf.float32)], axis=-1)
+    return self.decoder_net(latents, training=training)
 
-  def log_likelihood(self, x, latents, training=False):
-    """log p(x|ζ) per example."""
-    logits = self.decode(latents, training=training)
-    return -tf.reduce_sum(
-        tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), axis=-1)
+  def log_likelihood(self, x, latents, training=False, condition=None):
+    """log p(x|ζ, c) per example."""
+    return self.likelihood.log_prob(tf.cast(x, tf.float32),
+                                    self.decode(latents, training=training, condition=condition))
 
-  def call(self, x, training=False):
-    """Reconstruction probabilities σ(f(z)) for z ~ q(z|x) at a fixed seed."""
-    _, z = self.encode(x, tf.constant([0, 0]), training=training, discrete=True)
-    return tf.sigmoid(self.decode(tf.concat(z, axis=-1), training=training))
+  def call(self, inputs, training=False):
+    """Reconstructions E[x|z] for z ~ q(z|x) at a fixed seed."""
+    x, condition = self.inputs_of(inputs)
+    _, z = self.encode(x, tf.constant([0, 0]), training=training, discrete=True,
+                       condition=condition)
+    return self.likelihood.mean(
+        self.decode(tf.concat(z, axis=-1), training=training, condition=condition))
 
   def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
              **kwargs):
     """`keras.Model.export` with the input signature [None, D] float32: `serve(x)` gives the
-    reconstruction probabilities of `call`. `dvae.export.export_model` writes the SavedModel
-    with the encode, decode, sample and log-likelihood endpoints."""
+    reconstructions of `call`. `dvae.export.export_model` writes the SavedModel with the
+    encode, decode, sample and log-likelihood endpoints."""
     if input_signature is None:
       input_signature = [tf.TensorSpec([None, self.num_dims], tf.float32, name="x")]
     return super().export(filepath, format=format, verbose=verbose,
                           input_signature=input_signature, **kwargs)
 
-  def generate(self, num_images):
-    """Pixel probabilities σ(f(z)) of the first `num_images` states of the prior's chains."""
-    return tf.sigmoid(self.decode(self.rbm.chains[:num_images]))
+  def generate(self, num_images, condition=None):
+    """E[x|z, c] for the first `num_images` states of the prior's persistent chains (the
+    latest negative phase; `sample` draws any number afresh)."""
+    if num_images > self.rbm.num_chains:
+      raise ValueError(f"generate shows the prior's {self.rbm.num_chains} chains; ask for at "
+                       f"most {self.rbm.num_chains} or draw more with sample({num_images})")
+    return self.likelihood.mean(self.decode(self.rbm.chains[:num_images], condition=condition))
+
+  def sample(self, num_images, condition=None, num_sweeps=100, seed=None):
+    """E[x|z, c] for `num_images` fresh states z of the prior (`num_sweeps` Gibbs sweeps from
+    random states, `BoltzmannMachine.sample`); `condition` [num_images, C] for a conditional
+    model (one row per image)."""
+    z = self.rbm.sample(num_images, num_sweeps, seed=seed)
+    return self.likelihood.mean(self.decode(z, condition=condition))
 
   # --- log Z. --------------------------------------------------------------------------------
 
+  def prior_variables(self):
+    """The prior machine's parameters (its trainable variables, also while the machine is
+    frozen with `trainable = False`)."""
+    return [v for v in self.rbm.weights if v.path in self._prior_parameter_paths]
+
   def _num_prior_parameters(self):
-    return sum(int(np.prod(v.shape)) for v in self.rbm.trainable_variables)
+    return sum(int(np.prod(v.shape)) for v in self.prior_variables())
 
   def _prior_parameters(self):
     """The prior's trainable parameters as one flat vector."""
-    return tf.concat([tf.reshape(v, [-1]) for v in self.rbm.trainable_variables], axis=0)
+    return tf.concat([tf.reshape(v, [-1]) for v in self.prior_variables()], axis=0)
 
   def set_log_z(self, log_z, log_z_stderr=0.0):
     """Records `log_z` (± stderr) as the log Z of the prior's current parameters."""
@@ -332,7 +567,7 @@ class DVAE(keras.Model):
     """Moves `running_log_z` to the current parameters with the sampler's states (module
     docstring) and returns it."""
     states = tf.stop_gradient(tf.convert_to_tensor(self.rbm.chains))
-    variables = [v.value for v in self.rbm.trainable_variables]
+    variables = [v.value for v in self.prior_variables()]
     # E is linear in the parameters, so E_t(z) − E_{t−1}(z) is E's derivative along θ_t − θ_{t−1}.
     sizes = [int(np.prod(v.shape)) for v in variables]
     steps = [tf.convert_to_tensor(v) - tf.reshape(previous, v.shape) for v, previous in zip(
@@ -348,89 +583,127 @@ class DVAE(keras.Model):
   def evaluate(self, *args, **kwargs):
     """`keras.Model.evaluate` with a log Z estimated for the current parameters."""
     self.ensure_current_log_z()
-    return super().evaluate(*args, **kwargs)
+    return super().evaluate(*args, **_weights_kept(args, kwargs))
+
+
+  def fit(self, *args, **kwargs):
+    """`keras.Model.fit`; `sample_weight` weighs the examples (see the class docstring)."""
+    return super().fit(*args, **_weights_kept(args, kwargs))
 
   # --- Objectives. ---------------------------------------------------------------------------
 
   def step_seed(self, step):
     """A stateless seed for training step `step`: the same step always draws the same noise."""
-    return tf.stack([tf.constant(self.hparams.seed, tf.int32),
-                     tf.cast(step % (2**31 - 1), tf.int32)])
+    return tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step % (2**31 - 1), tf.int32)])
 
-  def objective_terms(self, x, seed, kl_coeff, training=True):
-    """The bound's parts on one batch.
+  def objective_terms(self, x, seed, kl_coeff, training=True, log_z=None, condition=None):
+    """The bound's parts on one batch, per example.
 
-    Returns a dict of scalars: `objective` (the bound to maximise, KL warm-up applied),
-    `reconstruction` (−E log p(x|ζ)), `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL) and
-    `log_z_surrogate` (the sampler's surrogate, whose gradient is ∂log Z/∂θ). log Z enters the
-    bound with the running estimate `running_log_z` as its value and the surrogate's gradient.
+    Args:
+      x: [B, D] data rows.
+      seed: stateless seed of the posterior samples.
+      kl_coeff: c(t).
+      training: batch-norm mode.
+      log_z: log Z as it enters the bound (value and gradient); by default the running
+        estimate `running_log_z`, without gradient. Nothing is changed: `train_step` runs the
+        sampler's negative phase (which advances the chains) and passes log Z with its
+        surrogate gradient.
+      condition: [B, C] for a conditional model.
+
+    Returns:
+      A dict of [B] tensors: `bound` (the bound to maximise, KL warm-up applied),
+      `reconstruction` (−E log p(x|ζ)) and `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL).
     """
-    k = self.hparams.k
-    encode_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if log_z is None:
+      log_z = tf.convert_to_tensor(self.running_log_z)
+    k = self.k
     x = tf.repeat(x, k, axis=0)  # Each row repeated K times consecutively.
-    posteriors, zetas = self.encode(x, encode_seed, training=training)
-    log_px = self.log_likelihood(x, tf.concat(zetas, axis=-1), training=training)
-    surrogate = self.rbm.train_log_z(prior_seed)
-    log_z = (tf.stop_gradient(self._advance_running_log_z()) + surrogate
-             - tf.stop_gradient(surrogate))
+    if condition is not None:
+      condition = tf.repeat(condition, k, axis=0)
+    posteriors, zetas = self.encode(x, seed, training=training, condition=condition)
+    log_px = self.log_likelihood(x, tf.concat(zetas, axis=-1), training=training,
+                                 condition=condition)
     if self.trains_iw:
       log_q = tf.add_n([tf.reduce_sum(q.log_prob(zeta), axis=-1)
                         for q, zeta in zip(posteriors, zetas)])
       kl = log_q - self.prior.log_prob(tf.concat(zetas, axis=-1), log_z)
       log_w = tf.reshape(log_px - kl_coeff * kl, [-1, k])
       weights = tf.stop_gradient(tf.nn.softmax(log_w, axis=-1))
-      objective = tf.reduce_mean(tf.reduce_sum(weights * log_w, axis=-1))
+      bound = tf.reduce_sum(weights * log_w, axis=-1)
     else:
       kl = self.prior.kl(posteriors, zetas, log_z)
-      objective = tf.reduce_mean(log_px - kl_coeff * kl)
-    return {"objective": objective, "reconstruction": -tf.reduce_mean(log_px),
-            "kl": tf.reduce_mean(kl), "log_z_surrogate": surrogate}
+      bound = tf.reduce_mean(tf.reshape(log_px - kl_coeff * kl, [-1, k]), axis=-1)
+    per_example = lambda value: tf.reduce_mean(tf.reshape(value, [-1, k]), axis=-1)
+    return {"bound": bound, "reconstruction": -per_example(log_px), "kl": per_example(kl)}
 
   def weight_decay(self):
-    """1e-4 · ½‖θ‖² over network kernels, batch-norm scales and the RBM couplings."""
-    return tf.add_n(self.losses) + self.rbm.weight_decay_loss()
+    """The networks' regularization losses (`model.losses`; the paper's MLPs: 1e-4 · ½‖θ‖²
+    over kernels and batch-norm scales) plus the prior's weight decay on its couplings."""
+    decay = self.rbm.weight_decay_loss()
+    return tf.add_n(self.losses) + decay if self.losses else decay
 
   def train_step(self, data):
-    data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-    step = self.optimizer.iterations
+    data, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, condition = self.inputs_of(data)
+    step = self.train_steps.value
     kl_coeff = tf.cast(self.kl_coefficient(step), tf.float32)
     # Under a distribution strategy every replica draws its own noise, and the optimizer sums
     # the replicas' gradients, so each replica contributes 1/num_replicas of the loss.
     replica = tf.distribute.get_replica_context()
     seed = tf.random.experimental.stateless_fold_in(
         self.step_seed(step), replica.replica_id_in_sync_group)
+    encode_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    # Examples weigh 1, or their sample weights w_i: the bound is Σ_i w_i L_i / Σ_i w_i.
+    weights = (tf.ones_like(x[:, 0]) if sample_weight is None
+               else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
     with tf.GradientTape() as tape:
-      terms = self.objective_terms(data, seed, kl_coeff)
+      surrogate = self.rbm.train_log_z(prior_seed)
+      log_z = (tf.stop_gradient(self._advance_running_log_z()) + surrogate
+               - tf.stop_gradient(surrogate))
+      terms = self.objective_terms(x, encode_seed, kl_coeff, log_z=log_z, condition=condition)
       decay = self.weight_decay()
-      loss = decay - terms["objective"]
+      if sample_weight is None:
+        objective = tf.reduce_mean(terms["bound"])
+      else:
+        objective = tf.reduce_sum(weights * terms["bound"]) / tf.reduce_sum(weights)
+      loss = decay - objective
       replica_loss = loss / replica.num_replicas_in_sync
     variables = self.trainable_variables
     grads = tape.gradient(replica_loss, variables)
     self.optimizer.apply(grads, variables)
-    for name, value in (("loss", loss), ("reconstruction", terms["reconstruction"]),
-                        ("kl", terms["kl"]), ("weight_decay", decay)):
-      self._train_trackers[name].update_state(value)
-    return step_logs(self._train_trackers)
+    self.train_steps.assign_add(1)
+    # Epoch means per example (a short last batch weighs its examples, not a whole batch).
+    for name, value in (("loss", decay - terms["bound"]),
+                        ("reconstruction", terms["reconstruction"]), ("kl", terms["kl"]),
+                        ("weight_decay", decay * tf.ones_like(weights))):
+      self._trackers[name].update_state(value, sample_weight=weights)
+    return step_logs({name: self._trackers[name] for name in (
+        "loss", "reconstruction", "kl", "weight_decay")})
 
   # --- Evaluation of the discrete model. -----------------------------------------------------
 
-  def discrete_log_weights(self, x, num_samples, seed):
+  def discrete_log_weights(self, x, num_samples, seed, condition=None):
     """log w = log p(x|z) − E(z) − log Z − log q(z|x) for `num_samples` z ~ q(z|x) per image.
 
     Returns [batch, num_samples] float32.
     """
-    x = tf.repeat(x, num_samples, axis=0)
-    posteriors, z = self.encode(x, seed, discrete=True)
+    x = tf.repeat(tf.cast(x, tf.float32), num_samples, axis=0)
+    if condition is not None:
+      condition = tf.repeat(condition, num_samples, axis=0)
+    posteriors, z = self.encode(x, seed, discrete=True, condition=condition)
     log_q = tf.add_n([tf.reduce_sum(q.discrete().log_prob(sample), axis=-1)
                       for q, sample in zip(posteriors, z)])
     z = tf.concat(z, axis=-1)
-    log_w = (self.log_likelihood(x, z) + self.prior.discrete_log_prob(z, self.rbm.log_z)
-             - log_q)
+    log_w = (self.log_likelihood(x, z, condition=condition)
+             + self.prior.discrete_log_prob(z, self.rbm.log_z) - log_q)
     return tf.reshape(log_w, [-1, num_samples])
 
   def test_step(self, data):
-    data, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-    log_w = self.discrete_log_weights(data, self.eval_iw_samples, tf.constant([1, 0]))
-    self._test_trackers["loss"].update_state(-iw_log_mean_exp(log_w))
-    self._test_trackers["neg_elbo"].update_state(-tf.reduce_mean(log_w, axis=-1))
-    return step_logs(self._test_trackers)
+    data, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, condition = self.inputs_of(data)
+    log_w = self.discrete_log_weights(x, self.eval_iw_samples, tf.constant([1, 0]),
+                                      condition=condition)
+    self._trackers["loss"].update_state(-iw_log_mean_exp(log_w), sample_weight=sample_weight)
+    self._trackers["neg_elbo"].update_state(-tf.reduce_mean(log_w, axis=-1),
+                                            sample_weight=sample_weight)
+    return step_logs({name: self._trackers[name] for name in ("loss", "neg_elbo")})

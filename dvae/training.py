@@ -158,7 +158,11 @@ class Run:
       self.output = self._scratch.name
     self.strategy = make_strategy(hparams.distribute)
     with self.strategy.scope():
-      self.model = DVAE(hparams, dataset.train_mean)
+      # The categorical likelihood's K: the data's levels 0 … K−1.
+      num_classes = (max(int(split.max()) for split in (
+          dataset.train, dataset.valid, dataset.test)) + 1
+                     if hparams.likelihood == "categorical" else None)
+      self.model = DVAE.from_hparams(hparams, dataset.train_mean, num_classes=num_classes)
       self._compile(keras.optimizers.Adam(
           learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3))
       self.model.optimizer.build(self.model.trainable_variables)

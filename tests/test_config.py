@@ -4,7 +4,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import typing
 
 import tensorflow as tf
@@ -322,38 +321,3 @@ class MalformedInputTest(ConfigTestCase):
     config.load_hparams(None, {
         "sampler": "dimod", "dimod_sampler": "dwave.samplers.SimulatedAnnealingSampler",
         "dimod_sampler_args": '{"num_sweeps": 5}'})
-
-
-class StoredConfigurationTest(ConfigTestCase):
-  """`from_dict`: a model file's configuration is validated and imports nothing."""
-
-  def stored(self, **changes):
-    hparams, _ = config.load_hparams(None, {"struct": "1-layer-lin", "sampler": "pcd"})
-    return {**dataclasses.asdict(hparams), **changes}
-
-  def test_a_valid_stored_configuration_round_trips(self):
-    values = self.stored()
-    self.assertEqual(dataclasses.asdict(config.from_dict(values, 784)), values)
-
-  def test_values_the_command_line_refuses_are_refused(self):
-    for changes, expected in (({"k": 0}, "k=0"), ({"struct": "huge"}, "unknown struct"),
-                              ({"num_chains": "many"}, "num_chains must be an integer"),
-                              ({"evil": 1}, "unknown hparam 'evil'")):
-      with self.assertRaisesRegex(config.ConfigError, expected):
-        config.from_dict(self.stored(**changes), 784)
-
-  def test_sizes_beyond_the_memory_are_refused_before_allocation(self):
-    with self.assertRaisesRegex(config.ConfigError, "lower --num_chains"):
-      config.from_dict(self.stored(num_chains=2_000_000_000), 784)
-
-  def test_a_named_dimod_sampler_is_not_imported(self):
-    module = "dvae_test_planted_module"
-    folder = self.get_temp_dir()
-    with open(os.path.join(folder, f"{module}.py"), "w") as f:
-      f.write("raise SystemExit('imported')\n")
-    sys.path.insert(0, folder)
-    self.addCleanup(sys.path.remove, folder)
-    values = self.stored(sampler="dimod", dimod_sampler=f"{module}.Sampler")
-    hparams = config.from_dict(values, 784)
-    self.assertEqual(hparams.dimod_sampler, f"{module}.Sampler")
-    self.assertNotIn(module, sys.modules)

@@ -10,7 +10,6 @@ import numpy as np
 import tensorflow as tf
 
 import helpers
-from dvae import data
 from dvae.model import DVAE, kl_warm_up
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _model(log_dir, lr=1e-2, **overrides):
   hparams = helpers.tiny_hparams(log_dir, **overrides)
-  model = DVAE(hparams, helpers.synthetic_dataset().train_mean)
+  model = DVAE.from_hparams(hparams, helpers.synthetic_dataset().train_mean)
   model.compile(keras.optimizers.Adam(lr, epsilon=1e-3), eval_iw_samples=5)
   return model
 
@@ -92,7 +91,7 @@ class SavingTest(tf.test.TestCase):
 
   def test_image_size_comes_from_the_training_mean(self):
     hparams = helpers.tiny_hparams(self.get_temp_dir())
-    model = DVAE(hparams, np.full(100, 0.3, np.float32))
+    model = DVAE.from_hparams(hparams, np.full(100, 0.3, np.float32))
     model.compile(eval_iw_samples=2)
     images = (np.random.default_rng(0).random([40, 100]) < 0.3).astype(np.float32)
     model.fit(images, batch_size=20, epochs=1, verbose=0)

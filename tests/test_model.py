@@ -23,9 +23,9 @@ def _quiet(_):
   pass
 
 
-def _fit_epochs(model, dataset, epochs, steps, seed=0):
+def _fit_epochs(model, dataset, epochs, steps, seed=0, batch_size=20):
   """Fits `epochs` × `steps` steps; returns the epoch means of the loss."""
-  batches = data.train_dataset(dataset, model.hparams.train_batch_size, seed=seed)
+  batches = data.train_dataset(dataset, batch_size, seed=seed)
   history = model.fit(batches, steps_per_epoch=steps, epochs=epochs, shuffle=False, verbose=0)
   return history.history["loss"]
 
@@ -101,7 +101,7 @@ class LikelihoodTest(tf.test.TestCase):
     super().setUp()
     self.dataset = helpers.synthetic_dataset(num_eval=10)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaepp_power")
-    self.model = DVAE(hp, self.dataset.train_mean)
+    self.model = DVAE.from_hparams(hp, self.dataset.train_mean)
     rng = np.random.default_rng(3)
     rbm = self.model.rbm
     rbm.w.assign(rng.normal(0, 0.05, rbm.w.shape))
@@ -141,7 +141,7 @@ class ExactLikelihoodTest(tf.test.TestCase):
     # pinned by ±88 logits), and the exact log p(x) is a sum over 2^8 configurations.
     dataset = helpers.synthetic_dataset(num_eval=3)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaepp_power")
-    model = DVAE(hp, dataset.train_mean)
+    model = DVAE.from_hparams(hp, dataset.train_mean)
     rbm = model.rbm
     rng = np.random.default_rng(5)
     rbm.w.assign(rng.normal(0, 0.1, rbm.w.shape) * (np.arange(100) < 4)[:, None]
@@ -187,7 +187,7 @@ class ExportTest(tf.test.TestCase):
     from dvae import export  # pylint: disable=g-import-not-at-top
     dataset = helpers.synthetic_dataset(num_eval=5)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaes_gi", struct="2-layer-nonlin")
-    model = DVAE(hp, dataset.train_mean)
+    model = DVAE.from_hparams(hp, dataset.train_mean)
     model.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
     path = os.path.join(self.get_temp_dir(), "export")
     export.export_model(model, path)
@@ -196,7 +196,7 @@ class ExportTest(tf.test.TestCase):
 
     z = (np.random.default_rng(0).random([3, 400]) < 0.5).astype(np.float32)
     expected = {
-        "decode": tf.sigmoid(model.decode(z)).numpy(),
+        "decode": model.likelihood.mean(model.decode(z)).numpy(),
         "log_likelihood": iw_log_mean_exp(
             model.discrete_log_weights(dataset.valid, 7, [1, 2])).numpy(),
         "logits_1": model.encode(dataset.valid, tf.constant([3, 4]),

@@ -70,7 +70,7 @@ class WithoutDWaveTest(tf.test.TestCase):
         else:
           raise AssertionError("dimod was not blocked")
         dataset = helpers.synthetic_dataset()
-        model = DVAE(helpers.tiny_hparams("unused"), dataset.train_mean)
+        model = DVAE.from_hparams(helpers.tiny_hparams("unused"), dataset.train_mean)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         for _ in range(2):
           logs = model.train_step(tf.constant(dataset.train[:20]))
