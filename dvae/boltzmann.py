@@ -24,6 +24,7 @@ draws one.
 
 import abc
 import math
+import typing
 
 import keras
 import numpy as np
@@ -31,6 +32,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dvae import graphs, optional, samplers
+
+if typing.TYPE_CHECKING:
+  import networkx
 
 LOG_Z_METHODS = ("exact", "ais", "pa")
 # Beyond 2^20 enumerated states exact log Z is no longer a matter of seconds.
@@ -196,8 +200,8 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
   `log_z_stderr`, the evaluation estimate.
   """
 
-  def __init__(self, num_units, weight_decay=1e-4, num_chains=1000, num_sweeps=40,
-               sampler="pcd", **kwargs):
+  def __init__(self, num_units: int, weight_decay: float = 1e-4, num_chains: int = 1000,
+               num_sweeps: int = 40, sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
     super().__init__(**{**kwargs, "dtype": _state_dtype(kwargs.get("dtype"))})
     self.sampler = samplers.get(sampler)
     # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
@@ -232,7 +236,8 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     return config
 
   @property
-  def num_units(self):
+  def num_units(self) -> int:
+    """N, the number of binary units."""
     return self._num_units
 
   @abc.abstractmethod
@@ -435,7 +440,11 @@ class GraphBoltzmannMachine(BoltzmannMachine):
     graph: a networkx graph without self-loops; its nodes must be sortable.
     weight_decay: coefficient c of the penalty c · ½‖J‖².
     num_chains, num_sweeps, sampler: as for `BoltzmannMachine`.
-    **kwargs: `keras.layers.Layer` arguments (name, …).
+    **kwargs: `keras.layers.Layer` arguments (name, dtype, …), as for `BoltzmannMachine`.
+
+  Raises:
+    ValueError: a graph with self-loops, or as for `BoltzmannMachine`.
+    ImportError: networkx is not installed.
 
   Attributes: `nodes` (sorted(graph.nodes)), `edges` (index pairs (i, j), i < j, into `nodes`,
   sorted), trainable `biases` [N] (in `nodes` order) and `couplings` [E] (in `edges` order),
@@ -450,8 +459,9 @@ class GraphBoltzmannMachine(BoltzmannMachine):
   ```
   """
 
-  def __init__(self, graph, weight_decay=1e-4, num_chains=1000, num_sweeps=40, sampler="pcd",
-               **kwargs):
+  def __init__(self, graph: "networkx.Graph", weight_decay: float = 1e-4,
+               num_chains: int = 1000, num_sweeps: int = 40,
+               sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
     colour_of = graphs.colouring(graph)
     nodes = sorted(graph.nodes)
     super().__init__(len(nodes), weight_decay=weight_decay, num_chains=num_chains,

@@ -20,7 +20,8 @@ def _decay():
   return keras.regularizers.L2(0.5 * WEIGHT_DECAY)
 
 
-def mlp(num_hidden, output_units, name, seed, hidden_units=HIDDEN_UNITS):
+def mlp(num_hidden: int, output_units: int, name: str, seed: int,
+        hidden_units: int = HIDDEN_UNITS) -> keras.Sequential:
   """An MLP with `num_hidden` dense → batch-norm → tanh blocks and a dense output.
 
   Args:

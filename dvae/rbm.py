@@ -55,6 +55,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from dvae import samplers
 from dvae.boltzmann import (MAX_EXACT_UNITS, BoltzmannMachine, bernoulli, log_z_summing_out,
                              systematic_resample, uniform_states, uniforms)
 
@@ -174,7 +175,11 @@ class RBM(BoltzmannMachine):
     num_left: n1, units of z1.
     num_right: n2, units of z2.
     weight_decay: coefficient c of the penalty c · ½‖W‖².
-    num_chains, num_sweeps, sampler, **kwargs: as for `dvae.boltzmann.BoltzmannMachine`.
+    num_chains, num_sweeps, sampler, **kwargs: as for `dvae.boltzmann.BoltzmannMachine`
+      (dtype float32 or float64; a mixed policy keeps float32).
+
+  Raises:
+    ValueError: a side's size is not a positive integer, or as for `BoltzmannMachine`.
 
   Variables: trainable `b1` [n1], `b2` [n2], `w` [n1, n2], zero at the start; non-trainable
   `chains` [num_chains, n1 + n2] (the persistent states, or PA's last population), starting as
@@ -182,8 +187,9 @@ class RBM(BoltzmannMachine):
   exact zero-parameter value (n1 + n2) log 2) and `log_z_stderr`, the evaluation estimate.
   """
 
-  def __init__(self, num_left, num_right, weight_decay=1e-4, num_chains=1000, num_sweeps=40,
-               sampler="pcd", **kwargs):
+  def __init__(self, num_left: int, num_right: int, weight_decay: float = 1e-4,
+               num_chains: int = 1000, num_sweeps: int = 40,
+               sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
     for arg, value in (("num_left", num_left), ("num_right", num_right)):
       if int(value) != value or value < 1:
         raise ValueError(f"{arg} must be a positive integer, got {value!r}")
@@ -205,11 +211,13 @@ class RBM(BoltzmannMachine):
     return config
 
   @property
-  def num_left(self):
+  def num_left(self) -> int:
+    """n1, the units of z1."""
     return self._num_left
 
   @property
-  def num_right(self):
+  def num_right(self) -> int:
+    """n2, the units of z2."""
     return self._num_right
 
   @property
