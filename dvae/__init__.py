@@ -64,9 +64,9 @@ __all__ = ["__version__", *_EXPORTS]
 # The module whose import defines (and so registers) every Keras-serializable class of the
 # package: the model imports the machines.
 _SERIALIZABLES = "dvae.model"
-# Modules that define serializable classes; while one of them is being imported, its own
-# decorators register its classes.
-_DEFINING = ("dvae.boltzmann", "dvae.rbm", "dvae.model")
+# The modules that import neither Keras nor TensorFlow (the command lines' side).
+_LIGHT = ("dvae.config", "dvae.runs", "dvae.graphs", "dvae.bqm", "dvae.optional", "dvae.paper",
+          "dvae.reproduction")
 
 
 def __getattr__(name):
@@ -82,9 +82,13 @@ def __dir__():
 
 
 def _register():
-  """Imports the serializable classes, unless a module defining some is being imported (then
-  that import registers them)."""
-  if not any(module in sys.modules for module in _DEFINING):
+  """Imports the serializable classes when Keras was imported from outside the package.
+
+  When one of the package's own modules imports Keras, it may be half-initialised, and the
+  model imports it: the import goes on, and reading a public name (`__getattr__`) registers.
+  """
+  if all(name.partition(".")[0] != "dvae" or name == "dvae" or name.startswith(_LIGHT)
+         for name in list(sys.modules)):
     importlib.import_module(_SERIALIZABLES)
 
 
@@ -100,6 +104,10 @@ class _RegisteringLoader(importlib.abc.Loader):
   def exec_module(self, module):
     self._loader.exec_module(module)
     _register()
+
+  def __getattr__(self, name):
+    # What else importlib asks of a loader (resources, source), Keras's loader answers.
+    return getattr(self._loader, name)
 
 
 class _KerasImportHook(importlib.abc.MetaPathFinder):
