@@ -12,7 +12,9 @@ package name "dvae" as soon as Keras is imported, whichever comes first, so that
     import keras
     model = keras.models.load_model("model.keras")
 
-needs no `custom_objects`.
+needs no `custom_objects`. (A script that imports a TensorFlow-side submodule itself, such as
+`import dvae.data`, before Keras registers what that import brings; reading any public name,
+e.g. `dvae.DVAE`, registers them all.)
 """
 
 import importlib

@@ -117,3 +117,14 @@ class RegistrationTest(tf.test.TestCase):
     for cls in (dvae.DVAE, dvae.RBM, dvae.GraphBoltzmannMachine):
       self.assertIs(registered[f"dvae>{cls.__name__}"], cls)
       self.assertEqual(keras.saving.get_registered_name(cls), f"dvae>{cls.__name__}")
+
+  def test_each_module_imports_first_without_an_import_cycle(self):
+    # Whichever module brings Keras in, registering must not re-enter a half-initialised one;
+    # a module that imports the model registers every class.
+    for module in ("networks", "boltzmann", "rbm", "callbacks", "export", "training", "model"):
+      registered = json.loads(_python(
+          f"import json, dvae.{module}, keras; print(json.dumps(sorted(name for name in "
+          "keras.saving.get_custom_objects() if name.startswith('dvae>'))))").splitlines()[-1])
+      if module in ("export", "training", "model"):
+        self.assertEqual(registered, ["dvae>DVAE", "dvae>GraphBoltzmannMachine", "dvae>RBM"],
+                         module)
