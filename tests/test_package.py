@@ -9,6 +9,7 @@ import sys
 import tomllib
 
 import keras
+import pytest
 import tensorflow as tf
 
 import dvae
@@ -118,6 +119,7 @@ class RegistrationTest(tf.test.TestCase):
       self.assertIs(registered[f"dvae>{cls.__name__}"], cls)
       self.assertEqual(keras.saving.get_registered_name(cls), f"dvae>{cls.__name__}")
 
+  @pytest.mark.slow  # seven fresh interpreters that import TensorFlow: about 2 minutes
   def test_each_module_imports_first_without_an_import_cycle(self):
     # Whichever module brings Keras in, registering must not re-enter a half-initialised one;
     # a module that imports the model registers every class.
