@@ -24,6 +24,7 @@ draws one.
 
 import abc
 import math
+import typing
 
 import keras
 import numpy as np
@@ -32,11 +33,16 @@ import tensorflow_probability as tfp
 
 from dvae import graphs, optional, runs, samplers
 
+if typing.TYPE_CHECKING:
+  import networkx
+
 LOG_Z_METHODS = ("exact", "ais", "pa")
 # Beyond 2^20 enumerated states exact log Z is no longer a matter of seconds.
 MAX_EXACT_UNITS = 20
 # Enumerated states handled at once: 2^14 × 200 float64 activations are 26 MB.
 EXACT_CHUNK_BITS = 14
+# The dtypes a machine keeps its parameters and states in, and samples and anneals in.
+STATE_DTYPES = ("float32", "float64")
 
 
 def bernoulli(probabilities, uniform):
@@ -44,20 +50,21 @@ def bernoulli(probabilities, uniform):
   return tf.cast(uniform < probabilities, probabilities.dtype)
 
 
-def uniforms(seed, num_rows, widths):
-  """Uniforms [num_rows, w] for each w in `widths`, split from one threefry draw.
+def uniforms(seed, num_rows, widths, dtype=tf.float32):
+  """Uniforms [num_rows, w] of `dtype` for each w in `widths`, split from one threefry draw.
 
   Drawn once and split, the uniforms are a tensor of their own that XLA computes in one
   vectorised loop; a draw consumed by a single sampling expression is fused into it, which
   measured ~2× slower per uniform on CPU (Gibbs sweeps 79 → 58 ms, matrix products 30 ms).
   """
-  uniform = tf.random.stateless_uniform([num_rows, sum(widths)], seed, alg="threefry")
+  uniform = tf.random.stateless_uniform([num_rows, sum(widths)], seed, dtype=dtype,
+                                        alg="threefry")
   return tf.split(uniform, widths, axis=-1)
 
 
-def uniform_states(num_samples, num_units, seed):
+def uniform_states(num_samples, num_units, seed, dtype=tf.float32):
   """Independent fair coins: exact samples of a machine at β = 0 (or with zero parameters)."""
-  return tf.cast(tf.random.stateless_uniform([num_samples, num_units], seed) < 0.5, tf.float32)
+  return tf.cast(tf.random.stateless_uniform([num_samples, num_units], seed) < 0.5, dtype)
 
 
 def systematic_resample(log_w, seed):
@@ -84,18 +91,19 @@ def systematic_resample(log_w, seed):
   return tf.minimum(ancestors[:, :size], size - 1)
 
 
-def log_mean_exp_with_stderr(log_estimates):
-  """log mean_m Ẑ_m and its delta-method standard error std(Ẑ) / (√M · mean(Ẑ)), as float32.
+def log_mean_exp_with_stderr(log_estimates, dtype=tf.float32):
+  """log mean_m Ẑ_m and its delta-method standard error std(Ẑ) / (√M · mean(Ẑ)).
 
   Args:
     log_estimates: [M] float64 log Ẑ_m of M independent unbiased estimates Ẑ_m.
+    dtype: the dtype of the two results.
   """
   count = tf.cast(tf.size(log_estimates), tf.float64)
   shifted = tf.exp(log_estimates - tf.reduce_max(log_estimates))
   mean = tf.reduce_mean(shifted)
   std = tf.sqrt(tf.reduce_sum(tf.square(shifted - mean)) / tf.maximum(count - 1, 1))
   estimate = tf.math.log(mean) + tf.reduce_max(log_estimates)
-  return tf.cast(estimate, tf.float32), tf.cast(std / (tf.sqrt(count) * mean), tf.float32)
+  return tf.cast(estimate, dtype), tf.cast(std / (tf.sqrt(count) * mean), dtype)
 
 
 @tf.function
@@ -139,6 +147,22 @@ def _fair_coins(shape, dtype=None):
   return tf.cast(uniform_states(*shape, tf.constant([0, 0])), dtype or tf.float32)
 
 
+def _state_dtype(dtype):
+  """The dtype a machine computes in: that of its variables under the policy `dtype` (the
+  global policy when None), float32 or float64.
+
+  A mixed policy (mixed_float16, mixed_bfloat16) keeps float32 variables, and the machine
+  computes in float32 too: Gibbs sweeps and annealing weights in half precision would lose the
+  small differences of energy that the samplers and log Z estimators rest on.
+  """
+  policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
+  if policy.variable_dtype not in STATE_DTYPES:
+    raise ValueError(f"a Boltzmann machine keeps its state in one of {STATE_DTYPES} (a mixed "
+                     f"policy keeps float32), not {policy.variable_dtype} (dtype "
+                     f"policy {policy.name!r})")
+  return policy.variable_dtype
+
+
 def _check_positive_int(arg, value):
   if int(value) != value or value < 1:
     raise ValueError(f"{arg} must be a positive integer, got {value!r}")
@@ -160,7 +184,15 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     sampler: the negative phase of the log Z gradient: "pcd" (persistent contrastive
       divergence), "pa" (population annealing) or a `dvae.samplers.Sampler` such as a
       `DimodSampler` (see `dvae.samplers.get`).
-    **kwargs: `keras.layers.Layer` arguments (name, …).
+    **kwargs: `keras.layers.Layer` arguments (name, dtype, …). The dtype is float32 (the
+      default) or float64; under a mixed policy (`mixed_float16`, `mixed_bfloat16`, given or
+      global) the machine keeps float32 and computes in it, and its variables are read in it
+      even inside a mixed-precision model's call (no autocast). Its methods take inputs of any
+      floating dtype and answer in the machine's.
+
+  Raises:
+    ValueError: a size is not a positive integer, weight_decay is negative, or the dtype
+      policy's variables are neither float32 nor float64.
 
   Variables (from `_add_state`): non-trainable `chains` [num_chains, N] (the persistent states,
   or PA's last population), starting as fair coin flips, which are exact samples of the
@@ -168,9 +200,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
   `log_z_stderr`, the evaluation estimate.
   """
 
-  def __init__(self, num_units, weight_decay=1e-4, num_chains=1000, num_sweeps=40,
-               sampler="pcd", **kwargs):
-    super().__init__(**kwargs)
+  def __init__(self, num_units: int, weight_decay: float = 1e-4, num_chains: int = 1000,
+               num_sweeps: int = 40, sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
+    super().__init__(**{**kwargs, "dtype": _state_dtype(kwargs.get("dtype"))})
     self.sampler = samplers.get(sampler)
     # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
     self.supports_jit = self.sampler.supports_jit
@@ -194,13 +226,13 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     # Under a tf.distribute strategy every replica keeps and advances its own chains
     # (synchronised on read: a cross-replica read, e.g. for a checkpoint, sees replica 0's).
     self.chains = keras.Variable(
-        _fair_coins, shape=[self.num_chains, self.num_units], trainable=False,
-        synchronization="on_read", aggregation="only_first_replica", name="chains")
+        _fair_coins, shape=[self.num_chains, self.num_units], dtype=self.dtype, trainable=False,
+        autocast=False, synchronization="on_read", aggregation="only_first_replica", name="chains")
     self.log_z = self.add_weight(
         shape=[], initializer=keras.initializers.Constant(self.num_units * math.log(2.0)),
-        trainable=False, name="log_z")
+        trainable=False, autocast=False, name="log_z")
     self.log_z_stderr = self.add_weight(shape=[], initializer="zeros", trainable=False,
-                                        name="log_z_stderr")
+                                        autocast=False, name="log_z_stderr")
     self.built = True
 
   def get_config(self):
@@ -210,7 +242,8 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     return config
 
   @property
-  def num_units(self):
+  def num_units(self) -> int:
+    """N, the number of binary units."""
     return self._num_units
 
   @abc.abstractmethod
@@ -267,9 +300,10 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     """(log Z, 0) exactly, for machines small enough to enumerate."""
 
   def sample(self, num_samples, num_sweeps, seed=None):
-    """Binary float32 [num_samples, N]: `num_sweeps` sweeps from uniform random states."""
+    """Binary states [num_samples, N] (the machine's dtype): `num_sweeps` sweeps from uniform
+    random states."""
     init_seed, gibbs_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
-    return self.gibbs_sweeps(uniform_states(num_samples, self.num_units, init_seed),
+    return self.gibbs_sweeps(uniform_states(num_samples, self.num_units, init_seed, self.dtype),
                              num_sweeps, gibbs_seed)
 
   def train_log_z(self, seed):
@@ -292,7 +326,7 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     delta-method std(w) / (√N · mean(w)).
     """
     _, log_weights = self.anneal(num_betas, num_samples, 1, False, seed)
-    return log_mean_exp_with_stderr(log_weights)
+    return log_mean_exp_with_stderr(log_weights, self.dtype)
 
   def log_z_pa(self, num_betas=1000, num_samples=1024, seed=None, num_populations=16):
     """Population annealing: (log Ẑ, standard error) from independent sub-populations.
@@ -308,7 +342,7 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
                        f"({num_populations})")
     _, log_estimates = self.anneal(num_betas, num_populations, num_samples // num_populations,
                                    True, seed)
-    return log_mean_exp_with_stderr(log_estimates)
+    return log_mean_exp_with_stderr(log_estimates, self.dtype)
 
   def update_log_z(self, method="ais", **kwargs):
     """Estimates log Z with `method` ("exact", "ais" or "pa"; kwargs go to `log_z_<method>`),
@@ -327,7 +361,8 @@ def _colour_sweep(biases, couplings, z, beta, seed, bounds):
   `couplings` is the dense symmetric [N, N] matrix, zero inside every colour class, so the
   units of one class are independent given the rest: p(z_i = 1 | rest) = σ(β(b_i + (zJ)_i)).
   """
-  blocks_uniform = uniforms(seed, tf.shape(z)[0], [end - start for start, end in bounds])
+  blocks_uniform = uniforms(seed, tf.shape(z)[0], [end - start for start, end in bounds],
+                            z.dtype)
   for (start, end), uniform in zip(bounds, blocks_uniform):
     block = bernoulli(
         tf.sigmoid(beta * (biases[start:end] + tf.matmul(z, couplings[:, start:end]))), uniform)
@@ -386,6 +421,7 @@ def _colour_anneal(biases, couplings, z, betas, seed, resample, bounds):
   return tf.reshape(z, [num_populations, size, num_units]), log_z_ratio
 
 
+@keras.saving.register_keras_serializable(package="dvae")
 class GraphBoltzmannMachine(BoltzmannMachine):
   """A Boltzmann machine over the nodes and edges of a graph G = (V, E) (SPEC §9).
 
@@ -410,7 +446,11 @@ class GraphBoltzmannMachine(BoltzmannMachine):
     graph: a networkx graph without self-loops; its nodes must be sortable.
     weight_decay: coefficient c of the penalty c · ½‖J‖².
     num_chains, num_sweeps, sampler: as for `BoltzmannMachine`.
-    **kwargs: `keras.layers.Layer` arguments (name, …).
+    **kwargs: `keras.layers.Layer` arguments (name, dtype, …), as for `BoltzmannMachine`.
+
+  Raises:
+    ValueError: a graph with self-loops, or as for `BoltzmannMachine`.
+    ImportError: networkx is not installed.
 
   Attributes: `nodes` (sorted(graph.nodes)), `edges` (index pairs (i, j), i < j, into `nodes`,
   sorted), trainable `biases` [N] (in `nodes` order) and `couplings` [E] (in `edges` order),
@@ -425,8 +465,9 @@ class GraphBoltzmannMachine(BoltzmannMachine):
   ```
   """
 
-  def __init__(self, graph, weight_decay=1e-4, num_chains=1000, num_sweeps=40, sampler="pcd",
-               **kwargs):
+  def __init__(self, graph: "networkx.Graph", weight_decay: float = 1e-4,
+               num_chains: int = 1000, num_sweeps: int = 40,
+               sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
     colour_of = graphs.colouring(graph)
     nodes = sorted(graph.nodes)
     super().__init__(len(nodes), weight_decay=weight_decay, num_chains=num_chains,
@@ -445,9 +486,10 @@ class GraphBoltzmannMachine(BoltzmannMachine):
     edge_array = np.array(self._edges, np.int64).reshape(-1, 2)
     self._heads, self._tails = edge_array[:, 0], edge_array[:, 1]
     self._edge_positions = self._position[edge_array]
-    self.biases = self.add_weight(shape=[self.num_units], initializer="zeros", name="biases")
+    self.biases = self.add_weight(shape=[self.num_units], initializer="zeros", autocast=False,
+                                  name="biases")
     self.couplings = self.add_weight(shape=[len(self._edges)], initializer="zeros",
-                                     name="couplings")
+                                     autocast=False, name="couplings")
     self._add_state()
 
   def get_config(self):
@@ -483,18 +525,20 @@ class GraphBoltzmannMachine(BoltzmannMachine):
 
   def energy(self, z):
     """E(z) = −bᵀz − Σ_{(i,j)∈E} J_ij z_i z_j for z [..., N] (binary, or any real vector)."""
-    z = tf.convert_to_tensor(z, self.biases.dtype)
+    z = tf.cast(z, self.dtype)
     return -(tf.tensordot(z, self.biases, 1) + self.pairwise(z, z))
 
   def pairwise(self, u, v):
     """Σ_{(i,j)∈E, i<j} J_ij u_i v_j for u, v [..., N] → [...]."""
-    pairs = tf.gather(u, self._heads, axis=-1) * tf.gather(v, self._tails, axis=-1)
+    pairs = (tf.gather(tf.cast(u, self.dtype), self._heads, axis=-1)
+             * tf.gather(tf.cast(v, self.dtype), self._tails, axis=-1))
     return tf.tensordot(pairs, self.couplings, 1)
 
   def mean_field_logits(self, fields, num_iterations):
     """Mean-field logits [B, N], updating the colour classes in turn (`BoltzmannMachine`)."""
     biases, couplings = self._colour_ordered()
-    fields = biases + tf.gather(tf.stop_gradient(fields), self._order, axis=-1)
+    fields = biases + tf.gather(tf.stop_gradient(tf.cast(fields, self.dtype)), self._order,
+                                axis=-1)
     means = tf.fill(tf.shape(fields), tf.constant(0.5, fields.dtype))
     logits = fields
     for _ in range(num_iterations):
@@ -518,12 +562,13 @@ class GraphBoltzmannMachine(BoltzmannMachine):
   def gibbs_sweeps(self, z, num_sweeps, seed, inverse_temperature=1.0):
     """`num_sweeps` colour-block Gibbs sweeps from z [C, N] at inverse temperature β.
 
-    Returns the binary float32 states [C, N] after the sweeps; they leave p_β invariant.
+    Returns the binary states [C, N] (the machine's dtype) after the sweeps; they leave p_β
+    invariant.
     """
     biases, couplings = self._colour_ordered()
-    z = tf.gather(tf.convert_to_tensor(z, tf.float32), self._order, axis=-1)
+    z = tf.gather(tf.cast(z, self.dtype), self._order, axis=-1)
     z = _colour_gibbs(biases, couplings, z, tf.convert_to_tensor(num_sweeps, tf.int32),
-                      tf.convert_to_tensor(inverse_temperature, tf.float32),
+                      tf.cast(inverse_temperature, self.dtype),
                       tfp.random.sanitize_seed(seed), self._bounds)
     return tf.gather(z, self._position, axis=-1)
 
@@ -533,10 +578,12 @@ class GraphBoltzmannMachine(BoltzmannMachine):
       raise ValueError(f"num_betas must be at least 2 (β = 0 and β = 1), got {num_betas}")
     biases, couplings = self._colour_ordered()
     init_seed, anneal_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
-    z = tf.reshape(uniform_states(num_populations * population_size, self.num_units, init_seed),
+    z = tf.reshape(uniform_states(num_populations * population_size, self.num_units, init_seed,
+                                  self.dtype),
                    [num_populations, population_size, self.num_units])
-    z, log_z_ratio = _colour_anneal(biases, couplings, z, tf.linspace(0.0, 1.0, num_betas),
-                                    anneal_seed, resample, self._bounds)
+    betas = tf.linspace(tf.constant(0.0, self.dtype), 1.0, num_betas)
+    z, log_z_ratio = _colour_anneal(biases, couplings, z, betas, anneal_seed, resample,
+                                    self._bounds)
     return tf.gather(z, self._position, axis=-1), log_z_ratio + self.num_units * math.log(2.0)
 
   def log_z_exact(self):
@@ -556,4 +603,4 @@ class GraphBoltzmannMachine(BoltzmannMachine):
     log_z = log_z_summing_out(tf.gather(biases, keep), tf.gather(biases, summed),
                               tf.gather(kept_rows, summed, axis=1),
                               tf.gather(kept_rows, keep, axis=1))
-    return tf.cast(log_z, tf.float32), tf.constant(0.0)
+    return tf.cast(log_z, self.dtype), tf.constant(0.0, self.dtype)

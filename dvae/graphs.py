@@ -15,7 +15,14 @@ chip in the package's linear order (`latent_graph`). Unit k of the concatenated 
 is node `sorted(graph.nodes)[k]`.
 """
 
+from __future__ import annotations
+
+import typing
+
 from dvae import optional
+
+if typing.TYPE_CHECKING:
+  import networkx
 
 FAMILIES = ("chimera", "pegasus", "zephyr")
 # Each family's graph constructor and node colouring in dwave.graphs, and the node attribute
@@ -36,8 +43,20 @@ def _check_family(family):
     raise ValueError(f"unknown graph family {family!r}; allowed: {', '.join(FAMILIES)}")
 
 
-def hardware_graph(family, size):
-  """The `family` graph of `size` ("chimera" C_m, "pegasus" P_m, "zephyr" Z_m), integer labels."""
+def hardware_graph(family: str, size: int) -> networkx.Graph:
+  """The `family` graph of `size` ("chimera" C_m, "pegasus" P_m, "zephyr" Z_m), integer labels.
+
+  Args:
+    family: one of `FAMILIES`.
+    size: m, at least 1 (Pegasus: at least 2).
+
+  Returns:
+    The dwave-graphs graph, its nodes carrying their coordinates.
+
+  Raises:
+    ValueError: an unknown family or a size out of range.
+    ImportError: dwave-graphs is not installed (the message says how to install it).
+  """
   _check_family(family)
   if int(size) != size or size < 1 or (family == "pegasus" and size < 2):
     raise ValueError(f"{family} size must be an integer ≥ {2 if family == 'pegasus' else 1}, "
@@ -45,31 +64,59 @@ def hardware_graph(family, size):
   return getattr(_dwave_graphs(), _DWAVE_FUNCTIONS[family][0])(int(size))
 
 
-def num_nodes(family, size):
+def num_nodes(family: str, size: int) -> int:
   """Nodes of the `family` graph of `size` (C_m: 8m²; P_m: 8(m − 1)(3m − 1); Z_m: 16m(2m + 1)),
-  without building it."""
+  without building it.
+
+  Args:
+    family: one of `FAMILIES`.
+    size: m.
+
+  Returns:
+    The number of nodes.
+
+  Raises:
+    ValueError: an unknown family.
+  """
   _check_family(family)
   return {"chimera": 8 * size**2, "pegasus": 8 * (size - 1) * (3 * size - 1),
           "zephyr": 16 * size * (2 * size + 1)}[family]
 
 
-def smallest_size(family, num_units):
-  """The smallest size of `family` whose graph has at least `num_units` nodes."""
+def smallest_size(family: str, num_units: int) -> int:
+  """The smallest size of `family` whose graph has at least `num_units` nodes.
+
+  Args:
+    family: one of `FAMILIES`.
+    num_units: n, the nodes needed.
+
+  Returns:
+    The smallest m with `num_nodes(family, m)` ≥ n.
+  """
   size = 2 if family == "pegasus" else 1
   while num_nodes(family, size) < num_units:
     size += 1
   return size
 
 
-def size_error(family, size, num_units):
-  """The one-line complaint about a graph too small for the latent units, or None."""
+def size_error(family: str, size: int, num_units: int) -> str | None:
+  """The one-line complaint about a graph too small for the latent units, or None.
+
+  Args:
+    family: one of `FAMILIES`.
+    size: m.
+    num_units: n, the latent units to place.
+
+  Returns:
+    None when the graph of `size` has at least n nodes, else what to use instead.
+  """
   if num_nodes(family, size) >= num_units:
     return None
   return (f"{family} size {size} has {num_nodes(family, size)} nodes, fewer than the "
           f"{num_units} latent units; use size ≥ {smallest_size(family, num_units)}")
 
 
-def latent_graph(family, num_units, size=None):
+def latent_graph(family: str, num_units: int, size: int | None = None) -> networkx.Graph:
   """The subgraph of the first `num_units` nodes (sorted labels) of a hardware graph.
 
   Args:
@@ -77,8 +124,13 @@ def latent_graph(family, num_units, size=None):
     num_units: n, the latent units to place.
     size: the graph's size; `None` takes the smallest that has n nodes.
 
+  Returns:
+    A networkx graph of n nodes with the hardware graph's labels, coordinates and edges among
+    them.
+
   Raises:
-    ValueError: if the graph of `size` has fewer than n nodes.
+    ValueError: if the graph of `size` has fewer than n nodes, or an unknown family.
+    ImportError: dwave-graphs is not installed.
   """
   size = smallest_size(family, num_units) if size is None else size
   error = size_error(family, size, num_units)
@@ -88,7 +140,7 @@ def latent_graph(family, num_units, size=None):
   return graph.subgraph(sorted(graph.nodes)[:num_units]).copy()
 
 
-def colouring(graph):
+def colouring(graph: networkx.Graph) -> dict[typing.Hashable, int]:
   """A proper colouring {node: colour in 0…C−1}: no edge joins two nodes of one colour.
 
   Hardware graphs that carry their coordinates (as `hardware_graph` and `latent_graph` make
@@ -97,8 +149,15 @@ def colouring(graph):
   bipartite graphs. The result is checked, and colours are renumbered to 0…C−1 in order of
   first appearance among the sorted nodes.
 
+  Args:
+    graph: a networkx graph with sortable nodes.
+
+  Returns:
+    {node: colour}.
+
   Raises:
     ValueError: for a graph with self-loops, which no colouring can make proper.
+    ImportError: networkx is not installed.
   """
   nx = optional.require("networkx", "Boltzmann machines on graphs")
   if nx.number_of_selfloops(graph):

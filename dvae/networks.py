@@ -5,8 +5,8 @@ Every network is a multi-layer perceptron whose hidden layers are
     h ← tanh(BatchNorm(W h)),      BatchNorm momentum 0.8, ε = 1e-2,
 
 followed by a dense output layer. An encoder starts with a fixed `Offset`, the centring
-x − x̄, so that it gives the same values alone as inside the model. Kernels use He-style variance scaling and, together with
-the batch-norm scales γ, carry the weight decay 1e-4 · ½‖·‖² as Keras regularizers, so that
+x − x̄, so that it gives the same values alone as inside the model. Kernels use He-style
+variance scaling and, together with the batch-norm scales γ, carry the weight decay 1e-4 · ½‖·‖² as Keras regularizers, so that
 `model.losses` is the whole network penalty.
 """
 
@@ -30,7 +30,7 @@ class Offset(keras.layers.Layer):
     offset: the vector a [d], matching the input's last axis.
   """
 
-  def __init__(self, offset, **kwargs):
+  def __init__(self, offset: list, **kwargs):
     super().__init__(**kwargs)
     self.offset = [float(value) for value in offset]
 
@@ -44,7 +44,8 @@ class Offset(keras.layers.Layer):
     return input_shape
 
 
-def mlp(num_hidden, output_units, name, seed, hidden_units=HIDDEN_UNITS, input_offset=None):
+def mlp(num_hidden: int, output_units: int, name: str, seed: int,
+        hidden_units: int = HIDDEN_UNITS, input_offset: list | None = None) -> keras.Sequential:
   """An MLP with `num_hidden` dense → batch-norm → tanh blocks and a dense output.
 
   Args:

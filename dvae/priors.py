@@ -32,10 +32,14 @@ gives it the stored estimate as value and the sampler's surrogate gradient
 import math
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from dvae import config, relaxations
 from dvae.config import BASELINES
+from dvae.boltzmann import BoltzmannMachine
 from dvae.rbm import RBM
+
+tfd = tfp.distributions
 
 
 # The posterior relaxation q(ζ|x) each baseline trains with (names of `dvae.relaxations`).
@@ -67,32 +71,48 @@ class BoltzmannPrior:
   """What every prior shares: the RBM, its halves, and the discrete log p(z).
 
   Args:
-    rbm: a `dvae.rbm.RBM` over `rbm.num_left + rbm.num_right` latent units.
+    rbm: the Boltzmann machine over the concatenated latent layers (a `dvae.rbm.RBM`, or a
+      `dvae.boltzmann.GraphBoltzmannMachine` where `make_prior` allows it).
   """
 
-  def __init__(self, rbm):
+  def __init__(self, rbm: BoltzmannMachine):
     self.rbm = rbm
 
   @property
-  def trains_iw(self):
+  def trains_iw(self) -> bool:
     """Whether the prior has a relaxed log p(ζ) for the importance-weighted bound."""
     return False
 
-  def split(self, per_layer):
-    """Concatenates per-layer [B, units] tensors in order and splits them into (z1, z2)."""
+  def split(self, per_layer: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Concatenates per-layer [B, units] tensors in order and splits them into (z1, z2).
+
+    Args:
+      per_layer: one [B, units] tensor per latent layer.
+
+    Returns:
+      [z1 [B, n1], z2 [B, n2]], the RBM's two sides.
+    """
     joined = tf.concat(per_layer, axis=-1)
     return tf.split(joined, [self.rbm.num_left, self.rbm.num_right], axis=-1)
 
-  def discrete_log_prob(self, z, log_z):
-    """log p(z) = −E(z) − log Z for z [B, n] (binary, or any real vector) → [B]."""
+  def discrete_log_prob(self, z: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
+    """log p(z) = −E(z) − log Z.
+
+    Args:
+      z: [B, n] states (binary, or any real vector).
+      log_z: the machine's log Z (an estimate).
+
+    Returns:
+      [B] log p(z), in the machine's dtype.
+    """
     neg_energy = -self.rbm.energy(z)
     return neg_energy - tf.cast(log_z, neg_energy.dtype)
 
-  def log_prob(self, zeta, log_z):
-    """The discrete log p(z) at z = ζ; these priors have no relaxed density."""
+  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
+    """The discrete log p(z) at z = ζ [B, n] → [B]; these priors have no relaxed density."""
     return self.discrete_log_prob(zeta, log_z)
 
-  def summaries(self):
+  def summaries(self) -> dict[str, tf.Tensor | float]:
     """Scalars worth watching during training, by name: the sampler's (see
     `dvae.samplers.Sampler.summaries`)."""
     return self.rbm.sampler.summaries()
@@ -122,14 +142,24 @@ class AnalyticKLPrior(BoltzmannPrior):
   noise).
   """
 
-  def cross_entropy(self, q, means, log_z):
+  def cross_entropy(self, q: tf.Tensor, means: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
     """−E_q[log p(z)] = −bᵀq − Σ_{(i,j)∈E, i<j} J_ij m_i q_j + log Z with m = E[z|ζ] → [B]."""
     machine = self.rbm
     return (-tf.reduce_sum(q * machine.biases, axis=-1) - machine.pairwise(means, q)
             + tf.cast(log_z, q.dtype))
 
-  def kl(self, posteriors, zetas, log_z):
-    """Per-example KL [B] from one posterior and one ζ sample [B, units] per latent layer."""
+  def kl(self, posteriors: list[tfd.Distribution], zetas: list[tf.Tensor],
+         log_z: tf.Tensor) -> tf.Tensor:
+    """Per-example KL(q ‖ p).
+
+    Args:
+      posteriors: one relaxed posterior (`dvae.relaxations.posterior`) per latent layer.
+      zetas: one ζ sample [B, units] per latent layer.
+      log_z: the machine's log Z.
+
+    Returns:
+      [B] KL estimates.
+    """
     logits = [posterior.logits for posterior in posteriors]
     q = tf.sigmoid(tf.concat(logits, axis=-1))
     if len(posteriors) == 1:
@@ -172,8 +202,10 @@ class RolfeKLPrior(AnalyticKLPrior):
   replaced, by Rolfe's.
   """
 
-  def kl(self, posteriors, zetas, log_z):
-    """Per-example KL estimate [B] whose gradient is Rolfe's."""
+  def kl(self, posteriors: list[tfd.Distribution], zetas: list[tf.Tensor],
+         log_z: tf.Tensor) -> tf.Tensor:
+    """Per-example KL estimate [B] whose gradient is Rolfe's (arguments as for
+    `AnalyticKLPrior.kl`)."""
     logits = tf.clip_by_value(tf.concat([posterior.logits for posterior in posteriors], -1),
                               -MAX_LOGIT, MAX_LOGIT)
     l1, l2 = self.split([logits])
@@ -205,8 +237,10 @@ class RelaxedPrior(BoltzmannPrior):
   def trains_iw(self):
     return True
 
-  def kl(self, posteriors, zetas, log_z):
-    """log q(ζ|x) − log p(ζ) per example [B], ζ the concatenated per-layer samples."""
+  def kl(self, posteriors: list[tfd.Distribution], zetas: list[tf.Tensor],
+         log_z: tf.Tensor) -> tf.Tensor:
+    """log q(ζ|x) − log p(ζ) per example [B], ζ the concatenated per-layer samples (arguments
+    as for `AnalyticKLPrior.kl`)."""
     log_q = tf.add_n([tf.reduce_sum(posterior.log_prob(zeta), axis=-1)
                       for posterior, zeta in zip(posteriors, zetas)])
     return log_q - self.log_prob(tf.concat(zetas, axis=-1), log_z)
@@ -237,11 +271,11 @@ class MarginalRelaxationPrior(RelaxedPrior):
     smoothing: r(ζ|z=0), a distribution with `log_prob` (`dvae.relaxations.smoothing`).
   """
 
-  def __init__(self, rbm, smoothing):
+  def __init__(self, rbm: BoltzmannMachine, smoothing: tfd.Distribution):
     super().__init__(rbm)
     self.smoothing = smoothing
 
-  def log_prob(self, zeta, log_z):
+  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
     """Mean-field log p(ζ) for ζ [B, n] → [B]."""
     log_r0 = self.smoothing.log_prob(zeta)
     field = self.smoothing.log_prob(1.0 - zeta) - log_r0
@@ -276,27 +310,27 @@ class GaussianIntegralPrior(RelaxedPrior):
     beta: the lower bound β on λ.
   """
 
-  def __init__(self, rbm, beta):
+  def __init__(self, rbm: RBM, beta: float):
     super().__init__(rbm)
     self.beta = beta
 
-  def min_eigenvalue(self):
+  def min_eigenvalue(self) -> tf.Tensor:
     """λ_min(𝒲) = −σ_max(W) (the eigenvalues of 𝒲 are ±σ(W) and zeros), without gradient."""
     singular_values = tf.linalg.svd(tf.stop_gradient(tf.convert_to_tensor(self.rbm.w)),
                                     compute_uv=False)
     return -tf.reduce_max(singular_values)
 
-  def summaries(self):
+  def summaries(self) -> dict[str, tf.Tensor | float]:
     return {**super().summaries(), "lambda": self.lam(),
             "min_eigenvalue": self.min_eigenvalue()}
 
-  def lam(self):
+  def lam(self) -> tf.Tensor:
     """The overlap λ = max(β, 5 + max(0, −λ_min(𝒲))), a scalar without gradient."""
     min_eigenvalue = self.min_eigenvalue()
     return tf.maximum(tf.cast(self.beta, min_eigenvalue.dtype),
                       GI_EIGENVALUE_MARGIN + tf.maximum(0.0, -min_eigenvalue))
 
-  def log_prob(self, zeta, log_z):
+  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
     """log p(ζ) for ζ [B, n] → [B]."""
     rbm = self.rbm
     lam = self.lam()
@@ -317,7 +351,8 @@ class GaussianIntegralPrior(RelaxedPrior):
             + 0.5 * log_det - tf.cast(log_z, per_unit.dtype))
 
 
-def make_prior(baseline, rbm, beta, num_latent_layers=1):
+def make_prior(baseline: str, rbm: BoltzmannMachine, beta: float,
+               num_latent_layers: int = 1) -> BoltzmannPrior:
   """The prior term of `baseline` (one of `BASELINES`) for an RBM prior.
 
   Args:

@@ -51,9 +51,11 @@ log_z, stderr = rbm.update_log_z("ais", num_betas=1000, num_samples=1024, seed=[
 import itertools
 import math
 
+import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from dvae import samplers
 from dvae.boltzmann import (MAX_EXACT_UNITS, BoltzmannMachine, bernoulli, log_z_summing_out,
                              systematic_resample, uniform_states, uniforms)
 
@@ -67,7 +69,8 @@ def _gibbs(b1, b2, w, z1, z2, num_sweeps, beta, seed):
 
   def sweep(i, z1, z2, seed):
     seed, sweep_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    uniform2, uniform1 = uniforms(sweep_seed, tf.shape(z1)[0], [tf.size(b2), tf.size(b1)])
+    uniform2, uniform1 = uniforms(sweep_seed, tf.shape(z1)[0], [tf.size(b2), tf.size(b1)],
+                                  b1.dtype)
     z2 = bernoulli(tf.sigmoid(beta * (b2 + tf.matmul(z1, w))), uniform2)
     z1 = bernoulli(tf.sigmoid(beta * (b1 + tf.matmul(z2, w, transpose_b=True))), uniform1)
     return i + 1, z1, z2, seed
@@ -103,7 +106,7 @@ def _annealing_increment(activation, beta_before, beta):
   ratio = tf.reshape((1.0 + decay) / (1.0 + decay_before), [num_particles, -1, group])
   log_increment = ((beta - beta_before) * tf.reduce_sum(tf.nn.relu(activation), axis=-1)
                    + tf.reduce_sum(tf.math.log(tf.reduce_prod(ratio, axis=-1)), axis=-1))
-  probability = tf.where(activation >= 0.0, 1.0, decay) / (1.0 + decay)
+  probability = tf.where(activation >= 0.0, tf.ones_like(decay), decay) / (1.0 + decay)
   return log_increment, probability
 
 
@@ -145,7 +148,8 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
       # The sweep redraws z_keep: of a resampled particle only σ(β a) is needed.
       probability = tf.gather(probability, rows)
       log_w = tf.zeros_like(log_w)
-    uniform_sum, uniform_keep = uniforms(sweep_seed, num_particles, [num_sum, num_keep])
+    uniform_sum, uniform_keep = uniforms(sweep_seed, num_particles, [num_sum, num_keep],
+                                         b_sum.dtype)
     z_sum = bernoulli(probability, uniform_sum)
     z_keep = bernoulli(
         tf.sigmoid(beta * (b_keep + tf.matmul(z_sum, w_ks, transpose_b=True))), uniform_keep)
@@ -154,7 +158,7 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
   _, z_keep, z_sum, log_w, log_z_ratio, _ = tf.while_loop(
       lambda k, *_: k < tf.shape(betas)[0], step,
       (tf.constant(1), tf.reshape(z_keep, [num_particles, num_keep]),
-       tf.zeros([num_particles, num_sum]),
+       tf.zeros([num_particles, num_sum], b_sum.dtype),
        # Sums of ~1000 increments reach hundreds of nats: float32 would lose ~1e-3 to rounding.
        tf.zeros([num_populations, size], tf.float64), tf.zeros([num_populations], tf.float64),
        seed))
@@ -163,6 +167,7 @@ def _anneal(b_keep, b_sum, w_ks, z_keep, betas, seed, resample):
           tf.reshape(z_sum, [num_populations, size, -1]), log_z_ratio)
 
 
+@keras.saving.register_keras_serializable(package="dvae")
 class RBM(BoltzmannMachine):
   """A bipartite RBM prior p(z) = e^{−E(z)}/Z: the `BoltzmannMachine` with a marginal path.
 
@@ -170,7 +175,11 @@ class RBM(BoltzmannMachine):
     num_left: n1, units of z1.
     num_right: n2, units of z2.
     weight_decay: coefficient c of the penalty c · ½‖W‖².
-    num_chains, num_sweeps, sampler, **kwargs: as for `dvae.boltzmann.BoltzmannMachine`.
+    num_chains, num_sweeps, sampler, **kwargs: as for `dvae.boltzmann.BoltzmannMachine`
+      (dtype float32 or float64; a mixed policy keeps float32).
+
+  Raises:
+    ValueError: a side's size is not a positive integer, or as for `BoltzmannMachine`.
 
   Variables: trainable `b1` [n1], `b2` [n2], `w` [n1, n2], zero at the start; non-trainable
   `chains` [num_chains, n1 + n2] (the persistent states, or PA's last population), starting as
@@ -178,18 +187,22 @@ class RBM(BoltzmannMachine):
   exact zero-parameter value (n1 + n2) log 2) and `log_z_stderr`, the evaluation estimate.
   """
 
-  def __init__(self, num_left, num_right, weight_decay=1e-4, num_chains=1000, num_sweeps=40,
-               sampler="pcd", **kwargs):
+  def __init__(self, num_left: int, num_right: int, weight_decay: float = 1e-4,
+               num_chains: int = 1000, num_sweeps: int = 40,
+               sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
     for arg, value in (("num_left", num_left), ("num_right", num_right)):
       if int(value) != value or value < 1:
         raise ValueError(f"{arg} must be a positive integer, got {value!r}")
     super().__init__(int(num_left) + int(num_right), weight_decay=weight_decay,
                      num_chains=num_chains, num_sweeps=num_sweeps, sampler=sampler, **kwargs)
     self._num_left, self._num_right = int(num_left), int(num_right)
-    self.b1 = self.add_weight(shape=[self._num_left], initializer="zeros", name="b1")
-    self.b2 = self.add_weight(shape=[self._num_right], initializer="zeros", name="b2")
+    # Read in the machine's dtype even inside a mixed-precision model's call (autocast=False).
+    self.b1 = self.add_weight(shape=[self._num_left], initializer="zeros", autocast=False,
+                              name="b1")
+    self.b2 = self.add_weight(shape=[self._num_right], initializer="zeros", autocast=False,
+                              name="b2")
     self.w = self.add_weight(shape=[self._num_left, self._num_right], initializer="zeros",
-                             name="w")
+                             autocast=False, name="w")
     self._add_state()
 
   def get_config(self):
@@ -198,11 +211,13 @@ class RBM(BoltzmannMachine):
     return config
 
   @property
-  def num_left(self):
+  def num_left(self) -> int:
+    """n1, the units of z1."""
     return self._num_left
 
   @property
-  def num_right(self):
+  def num_right(self) -> int:
+    """n2, the units of z2."""
     return self._num_right
 
   @property
@@ -223,15 +238,15 @@ class RBM(BoltzmannMachine):
 
   def pairwise(self, u, v):
     """Σ_ij W_ij u1_i v2_j: the left half of u [..., n1 + n2] against the right half of v."""
-    u1, _ = tf.split(u, [self._num_left, self._num_right], axis=-1)
-    _, v2 = tf.split(v, [self._num_left, self._num_right], axis=-1)
+    u1, _ = tf.split(tf.cast(u, self.dtype), [self._num_left, self._num_right], axis=-1)
+    _, v2 = tf.split(tf.cast(v, self.dtype), [self._num_left, self._num_right], axis=-1)
     return tf.reduce_sum(tf.tensordot(u1, self.w, axes=1) * v2, axis=-1)
 
   def mean_field_logits(self, fields, num_iterations):
     """Mean-field logits [B, n1 + n2]: m2 ← σ(Wᵀm1 + b2 + f2), m1 ← σ(W m2 + b1 + f1) in turn."""
     b1, b2, w = self._parameters()
-    field1, field2 = tf.split(tf.stop_gradient(fields), [self._num_left, self._num_right],
-                              axis=-1)
+    field1, field2 = tf.split(tf.stop_gradient(tf.cast(fields, self.dtype)),
+                              [self._num_left, self._num_right], axis=-1)
     field1, field2 = field1 + b1, field2 + b2
     m1 = tf.fill(tf.shape(field1), tf.constant(0.5, field1.dtype))
     for _ in range(num_iterations):
@@ -242,7 +257,7 @@ class RBM(BoltzmannMachine):
 
   def energy(self, z):
     """E(z) = −b1ᵀz1 − b2ᵀz2 − z1ᵀW z2 for z [..., n1 + n2]; returns [...]."""
-    z1, z2 = tf.split(z, [self._num_left, self._num_right], axis=-1)
+    z1, z2 = tf.split(tf.cast(z, self.dtype), [self._num_left, self._num_right], axis=-1)
     return -(tf.linalg.matvec(z1, self.b1) + tf.linalg.matvec(z2, self.b2)
              + tf.reduce_sum(tf.tensordot(z1, self.w, axes=1) * z2, axis=-1))
 
@@ -271,13 +286,12 @@ class RBM(BoltzmannMachine):
       inverse_temperature: β; the sweeps leave p_β(z) ∝ e^{−βE(z)} invariant.
 
     Returns:
-      The binary float32 states [N, n1 + n2] after the sweeps.
+      The binary states [N, n1 + n2] (the machine's dtype) after the sweeps.
     """
     b1, b2, w = self._parameters()
-    z1, z2 = tf.split(tf.convert_to_tensor(z, tf.float32), [self._num_left, self._num_right],
-                      axis=-1)
+    z1, z2 = tf.split(tf.cast(z, self.dtype), [self._num_left, self._num_right], axis=-1)
     z1, z2 = _gibbs(b1, b2, w, z1, z2, tf.convert_to_tensor(num_sweeps, tf.int32),
-                    tf.convert_to_tensor(inverse_temperature, tf.float32),
+                    tf.cast(inverse_temperature, self.dtype),
                     tfp.random.sanitize_seed(seed))
     return tf.concat([z1, z2], axis=-1)
 
@@ -292,10 +306,12 @@ class RBM(BoltzmannMachine):
     b_keep, b_sum, w_ks, kept_is_left = self._oriented()
     init_seed, anneal_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
     z_keep = tf.reshape(
-        uniform_states(num_populations * population_size, b_keep.shape[0], init_seed),
+        uniform_states(num_populations * population_size, b_keep.shape[0], init_seed,
+                       self.dtype),
         [num_populations, population_size, -1])
-    z_keep, z_sum, log_z_ratio = _anneal(
-        b_keep, b_sum, w_ks, z_keep, tf.linspace(0.0, 1.0, num_betas), anneal_seed, resample)
+    betas = tf.linspace(tf.constant(0.0, self.dtype), 1.0, num_betas)
+    z_keep, z_sum, log_z_ratio = _anneal(b_keep, b_sum, w_ks, z_keep, betas, anneal_seed,
+                                         resample)
     states = tf.concat([z_keep, z_sum] if kept_is_left else [z_sum, z_keep], axis=-1)
     return states, log_z_ratio + self.num_units * math.log(2.0)
 
@@ -307,4 +323,5 @@ class RBM(BoltzmannMachine):
           f"exact log Z enumerates the smaller side of the RBM, which must have at most "
           f"{MAX_EXACT_UNITS} units; this one has {self._num_left} + {self._num_right}. "
           f"Use method 'ais' or 'pa' instead")
-    return tf.cast(log_z_summing_out(b_keep, b_sum, w_ks), tf.float32), tf.constant(0.0)
+    return (tf.cast(log_z_summing_out(b_keep, b_sum, w_ks), self.dtype),
+            tf.constant(0.0, self.dtype))

@@ -732,7 +732,8 @@ def _check_keywords(name, kw, allowed):
     raise ValueError(f"Unknown argument(s) {unknown} for {name!r}; allowed: {sorted(allowed)}.")
 
 
-def smoothing(name, beta, validate_args=False, **kw):
+def smoothing(name: str, beta: float | tf.Tensor, validate_args: bool = False,
+              **kw) -> tfd.Distribution:
   """The smoothing distribution r(ζ|z=0) of family `name`, parameterized by β (SPEC §2).
 
   Args:
@@ -769,7 +770,8 @@ def smoothing(name, beta, validate_args=False, **kw):
   return UniformExponentialSmoothing(beta, eps=eps, validate_args=validate_args)
 
 
-def posterior(name, logits, beta=None, validate_args=False, **kw):
+def posterior(name: str, logits: tf.Tensor, beta: float | tf.Tensor | None = None,
+              validate_args: bool = False, **kw) -> tfd.Distribution:
   """The relaxed posterior q(ζ|x) for Bernoulli logits `logits` (batch shape = logits' shape).
 
   Args:

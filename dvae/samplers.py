@@ -33,12 +33,17 @@ rbm = RBM(100, 100, num_chains=1000, sampler=sampler)   # or sampler="pcd" | "pa
 """
 
 import abc
+import typing
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dvae import bqm as bqm_lib
+
+if typing.TYPE_CHECKING:
+  from dvae import config
+  from dvae.boltzmann import BoltzmannMachine
 
 
 class Sampler(abc.ABC):
@@ -51,25 +56,35 @@ class Sampler(abc.ABC):
   supports_jit = True
 
   @abc.abstractmethod
-  def negative_phase(self, machine, seed):
-    """Binary float32 states [machine.num_chains, machine.num_units] for the surrogate."""
+  def negative_phase(self, machine: "BoltzmannMachine", seed: tf.Tensor) -> tf.Tensor:
+    """States for the training surrogate mean_c(−E(z^(c))).
+
+    Args:
+      machine: the Boltzmann machine (module docstring: what it provides).
+      seed: stateless int32 [2] seed.
+
+    Returns:
+      Binary states [machine.num_chains, machine.num_units] in the machine's dtype.
+    """
 
   @abc.abstractmethod
-  def get_config(self):
+  def get_config(self) -> str | dict:
     """A JSON-able identifier that `get` turns back into an equal sampler."""
 
-  def summaries(self):
-    """Scalars worth watching during training, by name."""
+  def summaries(self) -> dict[str, tf.Tensor | float]:
+    """Scalars worth watching during training, by name (none by default)."""
     return {}
 
 
 class PCD(Sampler):
   """Persistent contrastive divergence: `num_sweeps` Gibbs sweeps from the persistent chains."""
 
-  def negative_phase(self, machine, seed):
+  def negative_phase(self, machine: "BoltzmannMachine", seed: tf.Tensor) -> tf.Tensor:
+    """The chains after `machine.num_sweeps` Gibbs sweeps (`Sampler.negative_phase`)."""
     return machine.gibbs_sweeps(machine.chains, machine.num_sweeps, seed)
 
-  def get_config(self):
+  def get_config(self) -> str:
+    """"pcd"."""
     return "pcd"
 
 
@@ -80,11 +95,13 @@ class PopulationAnnealing(Sampler):
   approximation of p.
   """
 
-  def negative_phase(self, machine, seed):
+  def negative_phase(self, machine: "BoltzmannMachine", seed: tf.Tensor) -> tf.Tensor:
+    """The final annealed population (`Sampler.negative_phase`)."""
     states, _ = machine.anneal(machine.num_sweeps + 1, 1, machine.num_chains, True, seed)
     return states[0]
 
-  def get_config(self):
+  def get_config(self) -> str:
+    """"pa"."""
     return "pa"
 
 
@@ -125,11 +142,11 @@ class DimodSampler(Sampler):
 
   def __init__(self, sampler, inverse_temperature=1.0, estimate_inverse_temperature=False,
                **sample_kwargs):
+    dimod = bqm_lib.import_dimod()  # without the D-Wave packages: one line naming them
     if isinstance(sampler, str):
       # Imported at the first use, not here: loading a model file that names it runs no code.
       self.path, sampler = sampler, None
     else:
-      dimod = bqm_lib.import_dimod()
       if not isinstance(sampler, dimod.Sampler):
         raise ValueError(f"sampler must be a dimod.Sampler or an import path, got {sampler!r}")
       self.path = f"{type(sampler).__module__}.{type(sampler).__qualname__}"
@@ -211,8 +228,18 @@ class DimodSampler(Sampler):
     return states
 
 
-def get(identifier):
-  """A `Sampler` from a name ("pcd", "pa"), a `DimodSampler.get_config()` dict, or a Sampler."""
+def get(identifier: str | dict | Sampler) -> Sampler:
+  """A `Sampler` from a name ("pcd", "pa"), a `DimodSampler.get_config()` dict, or a Sampler.
+
+  Args:
+    identifier: the name, the config or the sampler itself.
+
+  Returns:
+    The sampler (`identifier` itself when it is one).
+
+  Raises:
+    ValueError: an identifier that names no sampler.
+  """
   if isinstance(identifier, Sampler):
     return identifier
   if isinstance(identifier, dict):
@@ -223,10 +250,19 @@ def get(identifier):
                    f"got {identifier!r}")
 
 
-def from_hparams(hparams):
-  """The sampler a run's `dvae.config.HParams` names (`sampler`, and for "dimod" its
-  `dimod_sampler`, `dimod_sampler_args`, `sampler_inverse_temperature`,
-  `estimate_inverse_temperature`)."""
+def from_hparams(hparams: "config.HParams") -> Sampler:
+  """The sampler a run's hparams name.
+
+  Args:
+    hparams: a `dvae.config.HParams`: its `sampler`, and for "dimod" its `dimod_sampler`,
+      `dimod_sampler_args`, `sampler_inverse_temperature`, `estimate_inverse_temperature`.
+
+  Returns:
+    The sampler.
+
+  Raises:
+    ImportError: "dimod" without the D-Wave packages installed.
+  """
   if hparams.sampler != "dimod":
     return get(hparams.sampler)
   return DimodSampler(hparams.dimod_sampler, hparams.sampler_inverse_temperature,
