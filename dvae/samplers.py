@@ -26,7 +26,7 @@ machine's training surrogate is mean_c(−E(z^(c))) with the states held constan
 
 A machine (`dvae.rbm.RBM`, or a Boltzmann machine on a graph) provides `num_units`, `num_chains`,
 `num_sweeps`, the `chains` variable, `gibbs_sweeps(z, num_sweeps, seed)`,
-`anneal(num_betas, num_populations, population_size, resample, seed)`, and the graph view
+`anneal(num_betas, num_populations, population_size, resample, seed, schedule)`, and the graph view
 `biases` [N], `edges` (pairs of unit indices) and `couplings` [E] in the order of `edges`.
 
 Example:
