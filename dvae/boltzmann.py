@@ -13,7 +13,11 @@ Gibbs sweeps, its annealing path (`anneal`) and its exact log Z:
 Shared estimators, from M annealed populations with log Ẑ_m each an unbiased estimate of Z:
 AIS (M independent particles, no resampling) and population annealing (M populations of P
 particles, resampled at every temperature) both report log mean_m Ẑ_m with the delta-method
-standard error std(Ẑ_m) / (√M · mean(Ẑ_m)). The training surrogate is
+standard error std(Ẑ_m) / (√M · mean(Ẑ_m)). Since Ẑ is unbiased, E[log Ẑ] ≤ log Z (Jensen):
+log Ẑ is a stochastic lower bound on log Z, and a log Ẑ that is too low makes every NLL computed
+with it optimistic by the same amount. The bias shrinks as the temperatures get denser
+(`inverse_temperatures` gives the schedules); `BoltzmannMachine.log_z_ais_checked` measures it
+against a run with 10× fewer temperatures. The training surrogate is
 mean_chains(−E(z_chain)) on states held constant: its gradient is the sampler's estimate of
 ∂log Z/∂θ = E_p[−∂E/∂θ], its value is not log Z.
 
@@ -37,6 +41,7 @@ if typing.TYPE_CHECKING:
   import networkx
 
 LOG_Z_METHODS = ("exact", "ais", "pa")
+ANNEALING_SCHEDULES = ("linear", "quadratic")
 # Beyond 2^20 enumerated states exact log Z is no longer a matter of seconds.
 MAX_EXACT_UNITS = 20
 # Enumerated states handled at once: 2^14 × 200 float64 activations are 26 MB.
@@ -65,6 +70,26 @@ def uniforms(seed, num_rows, widths, dtype=tf.float32):
 def uniform_states(num_samples, num_units, seed, dtype=tf.float32):
   """Independent fair coins: exact samples of a machine at β = 0 (or with zero parameters)."""
   return tf.cast(tf.random.stateless_uniform([num_samples, num_units], seed) < 0.5, dtype)
+
+
+def inverse_temperatures(num_betas, schedule="linear", dtype=tf.float32):
+  """The inverse temperatures 0 = β_0 < β_1 < … < β_K = 1 of an annealing path, K + 1 = `num_betas`.
+
+  "linear": β_k = k/K. "quadratic": β_k = 1 − (1 − k/K)², whose steps
+  Δβ_k = (2(K − k) + 1)/K² shrink linearly from 2/K at β = 0 to 1/K² at β = 1, dense where the
+  prior is sharpest. Measured on trained RBMs and their weights ×2 and ×4 against AIS with
+  100,000 temperatures (README, log Z accuracy), "quadratic" was no better than "linear" (at
+  100 + 100 units ×4, 1000 temperatures: mean error −0.35 against −0.24 nats, RMS 0.61 against
+  0.33, 10 seeds each), so "linear" stays the default everywhere.
+  """
+  if int(num_betas) != num_betas or num_betas < 2:
+    raise ValueError(f"num_betas must be an integer ≥ 2 (β = 0 and β = 1), got {num_betas!r}")
+  if schedule not in ANNEALING_SCHEDULES:
+    raise ValueError(f"schedule must be one of {ANNEALING_SCHEDULES}, got {schedule!r}")
+  steps = tf.linspace(tf.constant(0.0, dtype), 1.0, int(num_betas))
+  if schedule == "linear":
+    return steps
+  return 1.0 - tf.square(1.0 - steps)
 
 
 def systematic_resample(log_w, seed):
@@ -279,8 +304,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     """
 
   @abc.abstractmethod
-  def anneal(self, num_betas, num_populations, population_size, resample, seed):
-    """Anneals populations from β = 0 to 1 over `num_betas` linearly spaced temperatures.
+  def anneal(self, num_betas, num_populations, population_size, resample, seed,
+             schedule="linear"):
+    """Anneals populations from β = 0 to 1 over `num_betas` temperatures.
 
     Args:
       num_betas: K + 1 ≥ 2 inverse temperatures, including 0 and 1.
@@ -289,6 +315,7 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
       resample: True resamples each population at every step (population annealing), False
         leaves the particles independent (AIS).
       seed: stateless seed.
+      schedule: their spacing, one of `ANNEALING_SCHEDULES` (`inverse_temperatures`).
 
     Returns:
       (states [M, P, N] after the last sweep at β = 1, log Ẑ_m [M] float64): each
@@ -317,23 +344,55 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     self.chains.assign(chains)
     return tf.reduce_mean(-self.energy(tf.stop_gradient(chains)))
 
-  def log_z_ais(self, num_betas=1000, num_samples=1024, seed=None):
+  def log_z_ais(self, num_betas=1000, num_samples=1024, seed=None, schedule="linear"):
     """Annealed importance sampling: (log Ẑ, standard error), Ẑ = Z_0 · mean_i Π_k w_{k,i}.
 
-    `num_samples` independent particles go through `num_betas` linearly spaced inverse
-    temperatures from 0 to 1 (one Gibbs sweep at each) on the machine's annealing path. With
-    w_i = Π_k w_{k,i} the weight of particle i, the standard error of log Ẑ is the
-    delta-method std(w) / (√N · mean(w)).
+    `num_samples` independent particles go through `num_betas` inverse temperatures from 0 to
+    1 spaced by `schedule` (`inverse_temperatures`), one Gibbs sweep at each, on the machine's
+    annealing path. With w_i = Π_k w_{k,i} the weight of particle i, the standard error of
+    log Ẑ is the delta-method std(w) / (√N · mean(w)). Ẑ is unbiased, so log Ẑ is a stochastic
+    lower bound on log Z (an NLL computed with it is optimistic); the standard error does not
+    show that bias, which `log_z_ais_checked` measures.
     """
-    _, log_weights = self.anneal(num_betas, num_samples, 1, False, seed)
+    _, log_weights = self.anneal(num_betas, num_samples, 1, False, seed, schedule)
     return log_mean_exp_with_stderr(log_weights, self.dtype)
 
-  def log_z_pa(self, num_betas=1000, num_samples=1024, seed=None, num_populations=16):
+  def log_z_ais_checked(self, num_betas=10_000, num_samples=1024, seed=None,
+                        schedule="linear"):
+    """AIS (`log_z_ais`) with a check of its bias: (log Ẑ, standard error, check).
+
+    The check repeats AIS with K' = `num_betas` // 10 temperatures (same schedule and
+    particles, its own seed) and reports the difference d = log Ẑ_K − log Ẑ_K'. Both are
+    lower bounds in expectation, and the denser one is the tighter: where the particles
+    equilibrate along the path, the bias of log Ẑ falls about as 1/K, so d ≈ 0.9 × the coarse
+    run's bias ≈ 9 × the dense run's, and stderr + |d| is a conservative error of log Ẑ_K
+    (`tests/test_rbm.py` checks it on sharpened trained priors against a long AIS).
+
+    Returns:
+      (log Ẑ float32, its standard error float32, check): check is a dict of Python numbers,
+      {"method": "ais", "num_betas": K', "num_samples", "schedule", "log_z": log Ẑ_K',
+      "log_z_stderr", "difference": d, "error": stderr + |d|}.
+    """
+    if num_betas < 20:
+      raise ValueError(f"num_betas must be at least 20 for a check with 10× fewer, got "
+                       f"{num_betas!r}")
+    dense_seed, coarse_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
+    log_z, stderr = self.log_z_ais(num_betas, num_samples, dense_seed, schedule)
+    coarse_betas = num_betas // 10
+    coarse, coarse_stderr = self.log_z_ais(coarse_betas, num_samples, coarse_seed, schedule)
+    difference = float(log_z) - float(coarse)
+    return log_z, stderr, {
+        "method": "ais", "num_betas": coarse_betas, "num_samples": num_samples,
+        "schedule": schedule, "log_z": float(coarse), "log_z_stderr": float(coarse_stderr),
+        "difference": difference, "error": float(stderr) + abs(difference)}
+
+  def log_z_pa(self, num_betas=1000, num_samples=1024, seed=None, num_populations=16,
+               schedule="linear"):
     """Population annealing: (log Ẑ, standard error) from independent sub-populations.
 
     The `num_samples` particles form `num_populations` independent populations, each annealed
-    over `num_betas` linearly spaced inverse temperatures with systematic resampling and one
-    Gibbs sweep per step. Each population's Ẑ_m = Z_0 · Π_k mean_i w_{k,i} is unbiased, so the
+    over `num_betas` inverse temperatures spaced by `schedule` with systematic resampling and
+    one Gibbs sweep per step. Each population's Ẑ_m = Z_0 · Π_k mean_i w_{k,i} is unbiased, so the
     estimate is log mean_m Ẑ_m, and its standard error the delta-method
     std(Ẑ_m) / (√M · mean(Ẑ_m)) across the M populations.
     """
@@ -341,7 +400,7 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
       raise ValueError(f"num_samples ({num_samples}) must be a multiple of num_populations "
                        f"({num_populations})")
     _, log_estimates = self.anneal(num_betas, num_populations, num_samples // num_populations,
-                                   True, seed)
+                                   True, seed, schedule)
     return log_mean_exp_with_stderr(log_estimates, self.dtype)
 
   def update_log_z(self, method="ais", **kwargs):
@@ -572,16 +631,15 @@ class GraphBoltzmannMachine(BoltzmannMachine):
                       tfp.random.sanitize_seed(seed), self._bounds)
     return tf.gather(z, self._position, axis=-1)
 
-  def anneal(self, num_betas, num_populations, population_size, resample, seed):
+  def anneal(self, num_betas, num_populations, population_size, resample, seed,
+             schedule="linear"):
     """Anneals on the joint path from uniform states (`BoltzmannMachine.anneal`)."""
-    if num_betas < 2:
-      raise ValueError(f"num_betas must be at least 2 (β = 0 and β = 1), got {num_betas}")
+    betas = inverse_temperatures(num_betas, schedule, self.dtype)
     biases, couplings = self._colour_ordered()
     init_seed, anneal_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
     z = tf.reshape(uniform_states(num_populations * population_size, self.num_units, init_seed,
                                   self.dtype),
                    [num_populations, population_size, self.num_units])
-    betas = tf.linspace(tf.constant(0.0, self.dtype), 1.0, num_betas)
     z, log_z_ratio = _colour_anneal(biases, couplings, z, betas, anneal_seed, resample,
                                     self._bounds)
     return tf.gather(z, self._position, axis=-1), log_z_ratio + self.num_units * math.log(2.0)

@@ -153,6 +153,7 @@ class HParams:
   eval_batch_size: int | None = None
   eval_iw_samples: int = 4000
   periodic_eval_iw_samples: int = 100
+  final_log_z_betas: int = 10_000
   eval_every: int | None = None
   base_lr: float = 3e-3
   seed: int = 0
@@ -245,6 +246,9 @@ HELP = {
     "eval_iw_samples": "importance samples per image of the final test evaluation (default 4000)",
     "periodic_eval_iw_samples": "importance samples per image of the periodic evaluations and "
                                 "the final validation (default 100)",
+    "final_log_z_betas": "inverse temperatures of the final evaluation's AIS log Z (linear "
+                         "schedule, 1024 particles); an AIS with a tenth of them checks its "
+                         "bias, recorded in results.json as log_z_check (default 10000)",
     "eval_every": "steps between evaluations (default 20000, or 10000 when num_train_iter ≤ "
                   "100000)",
     "base_lr": "base learning rate of the piecewise-constant schedule (default 0.003)",
@@ -470,6 +474,8 @@ def _check_ranges(hparams, origins):
     value = getattr(hparams, key)
     if not (math.isfinite(value) and value > 0):
       refuse(key, "a finite number > 0")
+  if hparams.final_log_z_betas < 20:
+    refuse("final_log_z_betas", "an integer ≥ 20 (its check uses a tenth of them)")
   if not 0 <= hparams.seed <= _MAX_SEED:
     refuse("seed", f"an integer in [0, {_MAX_SEED}]")
   if not hparams.log_dir:

@@ -21,7 +21,8 @@ which gives block Gibbs sampling, and either side sums out in closed form. Namin
   training surrogate is mean_chains(−E(z_chain)) on samples held constant; its value is
   meaningless, its gradient is the Monte Carlo estimate of ∂log Z/∂θ.
 * Annealing (AIS and population annealing) keeps the smaller side and follows the marginal path
-  p_β(z_k) ∝ e^{−F_β(z_k)} for linearly spaced 0 = β_0 < … < β_K = 1, from the uniform p_0
+  p_β(z_k) ∝ e^{−F_β(z_k)} for 0 = β_0 < … < β_K = 1 (`dvae.boltzmann.inverse_temperatures`:
+  linear, or quadratic, dense near β = 1), from the uniform p_0
   (Z_0 = 2^{n1+n2}) to the RBM's marginal of the kept side. Step k multiplies a particle's
   weight by w_k = e^{F_{β_{k−1}}(z_k) − F_{β_k}(z_k)} and then applies one block Gibbs sweep at
   β_k (z_s | z_k, then z_k | z_s), which leaves p_{β_k}(z_k) invariant. Because the other side
@@ -32,7 +33,8 @@ which gives block Gibbs sampling, and either side sums out in closed form. Namin
   weights: Ẑ = Z_0 · mean_i Π_k w_{k,i}. Population annealing resamples the population by its
   weights at every step: Ẑ = Z_0 · Π_k mean_i w_{k,i}. Both estimators of Z are unbiased
   (systematic resampling is unbiased), so their log is biased low by about half the relative
-  variance.
+  variance: log Ẑ is a stochastic lower bound on log Z, and an NLL computed with it is
+  optimistic by that bias.
 
 Randomness is stateless: every `seed` is an int32 [2] tensor (or a list of two ints), split with
 TFP's samplers, so a seed gives the same draw in eager mode and in `tf.function`; `seed=None`
@@ -56,8 +58,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dvae import samplers
-from dvae.boltzmann import (MAX_EXACT_UNITS, BoltzmannMachine, bernoulli, log_z_summing_out,
-                             systematic_resample, uniform_states, uniforms)
+from dvae.boltzmann import (MAX_EXACT_UNITS, BoltzmannMachine, bernoulli, inverse_temperatures,
+                             log_z_summing_out, systematic_resample, uniform_states, uniforms)
 
 
 # The sampling loops are XLA-compiled with the threefry generator: on CPU, random numbers bound
@@ -295,23 +297,23 @@ class RBM(BoltzmannMachine):
                     tfp.random.sanitize_seed(seed))
     return tf.concat([z1, z2], axis=-1)
 
-  def anneal(self, num_betas, num_populations, population_size, resample, seed):
-    """Anneals M populations of P particles from uniform states over `num_betas` linearly spaced
-    inverse temperatures in [0, 1] (module docstring), resampling at every step if `resample`.
+  def anneal(self, num_betas, num_populations, population_size, resample, seed,
+             schedule="linear"):
+    """Anneals M populations of P particles from uniform states over `num_betas` inverse
+    temperatures in [0, 1] spaced by `schedule` (module docstring), resampling at every step if
+    `resample`.
 
     Returns (joint states [M, P, n1 + n2], log Ẑ_m [M] float64).
     """
-    if num_betas < 2:
-      raise ValueError(f"num_betas must be at least 2 (β = 0 and β = 1), got {num_betas}")
+    betas = inverse_temperatures(num_betas, schedule, self.dtype)
     b_keep, b_sum, w_ks, kept_is_left = self._oriented()
     init_seed, anneal_seed = tfp.random.split_seed(tfp.random.sanitize_seed(seed))
     z_keep = tf.reshape(
         uniform_states(num_populations * population_size, b_keep.shape[0], init_seed,
                        self.dtype),
         [num_populations, population_size, -1])
-    betas = tf.linspace(tf.constant(0.0, self.dtype), 1.0, num_betas)
-    z_keep, z_sum, log_z_ratio = _anneal(b_keep, b_sum, w_ks, z_keep, betas, anneal_seed,
-                                         resample)
+    z_keep, z_sum, log_z_ratio = _anneal(
+        b_keep, b_sum, w_ks, z_keep, betas, anneal_seed, resample)
     states = tf.concat([z_keep, z_sum] if kept_is_left else [z_sum, z_keep], axis=-1)
     return states, log_z_ratio + self.num_units * math.log(2.0)
 

@@ -15,11 +15,18 @@ machine's training surrogate is mean_c(−E(z^(c))) with the states held constan
   the compiled loop, so the training step that calls it cannot be XLA-compiled
   (`supports_jit` is False, which Keras's `jit_compile="auto"` honours). A sampler drawing at
   inverse temperature β_s is given the BQM scaled by 1/β_s; β_s is either fixed, or estimated
-  from every call's draws by maximum pseudo-likelihood and used for the next call.
+  from the draws by maximum pseudo-likelihood: call t's draws give β̂_t ± s_t relative to the
+  BQM they were drawn from, so b_t = β_{s,t} β̂_t ± β_{s,t} s_t estimates the sampler's own
+  inverse temperature, and the next call uses their precision-weighted mean
+  β_s = Σ_t b_t / (β_{s,t} s_t)² / Σ_t 1 / (β_{s,t} s_t)² over all calls so far.
+  A sampler that rescales every problem to its own range (a QPU's `auto_scale`) would undo the
+  1/β_s scaling and make β_s walk off geometrically while the draws stay the same, so the
+  adapter passes `auto_scale=False` to any sampler that declares the parameter, unless the user
+  sets it.
 
 A machine (`dvae.rbm.RBM`, or a Boltzmann machine on a graph) provides `num_units`, `num_chains`,
 `num_sweeps`, the `chains` variable, `gibbs_sweeps(z, num_sweeps, seed)`,
-`anneal(num_betas, num_populations, population_size, resample, seed)`, and the graph view
+`anneal(num_betas, num_populations, population_size, resample, seed, schedule)`, and the graph view
 `biases` [N], `edges` (pairs of unit indices) and `couplings` [E] in the order of `edges`.
 
 Example:
@@ -117,16 +124,23 @@ class DimodSampler(Sampler):
     inverse_temperature: β_s, the inverse temperature at which `sampler` draws from the BQM it is
       given; it is given the machine's BQM scaled by 1/β_s. With `estimate_inverse_temperature`,
       the first guess.
-    estimate_inverse_temperature: after every call, set β_s ← β_s · β̂, with β̂ the maximum
-      pseudo-likelihood inverse temperature of the draws relative to the machine
-      (`dvae.bqm.pseudo_likelihood_inverse_temperature`); the next call uses it. For samplers
-      whose temperature is unknown (a quantum annealer).
+    estimate_inverse_temperature: after every call, set β_s to the precision-weighted mean of
+      the calls' estimates β_{s,t} β̂_t of the sampler's inverse temperature (module docstring),
+      with β̂_t the maximum pseudo-likelihood inverse temperature of call t's draws relative to
+      the machine (`dvae.bqm.pseudo_likelihood_inverse_temperature`) and weights
+      1 / (β_{s,t} · stderr_t)²; the next call uses it. For samplers whose temperature is
+      unknown (a quantum annealer), assumed constant in the problem's energy units.
     **sample_kwargs: passed to `sampler.sample` at every call. `num_reads` (= the machine's
       `num_chains`) and `seed` (derived from the step's seed, so that a step's draws are
-      reproducible) are set by the adapter where the sampler declares them.
+      reproducible) are set by the adapter where the sampler declares them, and `auto_scale`
+      is False where the sampler declares it (a `DWaveSampler`) and the user did not set it:
+      auto-scaling would rescale the BQM to the QPU's range and undo the 1/β_s scaling.
 
   Attributes, which say what β was used:
-    inverse_temperature: the β_s the next BQM is scaled for (the current estimate, if estimated).
+    inverse_temperature: the β_s the next BQM is scaled for (the running estimate, if
+      estimated).
+    inverse_temperature_stderr: its standard error, 1 / √(Σ_t weights) (None until a call has
+      been made with `estimate_inverse_temperature`).
     used_inverse_temperature: the β_s the last call's BQM was scaled for.
     draws_inverse_temperature, draws_inverse_temperature_stderr: β̂ of the last call's draws
       relative to the machine and its standard error; near 1 when β_s is right and the sampler
@@ -160,6 +174,9 @@ class DimodSampler(Sampler):
     self.inverse_temperature = float(inverse_temperature)
     self.estimate_inverse_temperature = bool(estimate_inverse_temperature)
     self.sample_kwargs = dict(sample_kwargs)
+    self.inverse_temperature_stderr = None
+    # Σ_t w_t and Σ_t w_t b_t of the running estimate (w_t = 1 / (β_{s,t} s_t)²).
+    self._precision, self._weighted_sum = 0.0, 0.0
     self.used_inverse_temperature = None
     self.draws_inverse_temperature = None
     self.draws_inverse_temperature_stderr = None
@@ -211,6 +228,8 @@ class DimodSampler(Sampler):
     bqm = bqm_lib.binary_quadratic_model(biases, edges, couplings)
     bqm.scale(1.0 / self.inverse_temperature)
     kwargs = dict(self.sample_kwargs)
+    if "auto_scale" in self.sampler.parameters:
+      kwargs.setdefault("auto_scale", False)
     if "num_reads" in self.sampler.parameters:
       kwargs["num_reads"] = num_chains
     if "seed" in self.sampler.parameters:
@@ -223,8 +242,11 @@ class DimodSampler(Sampler):
     beta, stderr = bqm_lib.pseudo_likelihood_inverse_temperature(states, biases, edges, couplings)
     self.used_inverse_temperature = self.inverse_temperature
     self.draws_inverse_temperature, self.draws_inverse_temperature_stderr = beta, stderr
-    if self.estimate_inverse_temperature and beta > 0:
-      self.inverse_temperature *= beta
+    if self.estimate_inverse_temperature and beta > 0 and 0 < stderr < np.inf:
+      self._precision += 1.0 / (self.inverse_temperature * stderr) ** 2
+      self._weighted_sum += beta / (self.inverse_temperature * stderr ** 2)
+      self.inverse_temperature = self._weighted_sum / self._precision
+      self.inverse_temperature_stderr = self._precision ** -0.5
     return states
 
 

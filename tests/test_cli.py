@@ -15,7 +15,7 @@ from absl.testing import parameterized
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--struct=1-layer-lin", "--sampler=pcd", "--num_chains=20", "--num_sweeps=2",
         "--train_batch_size=20", "--eval_batch_size=500", "--periodic_eval_iw_samples=2",
-        "--eval_iw_samples=2"]
+        "--eval_iw_samples=2", "--final_log_z_betas=100"]
 
 
 def run_cli(args, env=None, timeout=300):

@@ -45,7 +45,74 @@ class BinaryQuadraticModelTest(tf.test.TestCase):
     self.assertAllClose(energies, -joint_log_weights(rbm).ravel(), atol=1e-5)
 
 
+class ExactSamplerWithAutoScale(dimod.Sampler):
+  """Exact draws of e^{−β_q E_BQM} (by enumeration) for a small BQM, like a QPU's at an unknown
+  β_q: it declares `auto_scale`, on unless told, which first divides the BQM by its largest
+  |coefficient|. It records every `auto_scale` it receives."""
+
+  parameters = {"num_reads": [], "seed": [], "auto_scale": []}
+  properties = {}
+
+  def __init__(self, inverse_temperature):
+    self.inverse_temperature = inverse_temperature
+    self.received = []
+
+  def sample(self, bqm, num_reads=1, seed=None, auto_scale=True):
+    self.received.append(auto_scale)
+    variables = list(bqm.variables)
+    if auto_scale:
+      bqm = bqm.copy()
+      bqm.normalize()
+    states = all_states(len(variables)).astype(np.int8)
+    log_weights = -self.inverse_temperature * bqm.energies((states, variables))
+    index = np.random.default_rng(seed).choice(
+        len(states), num_reads, p=np.exp(log_weights - logsumexp(log_weights)))
+    return dimod.SampleSet.from_samples_bqm((states[index], variables), bqm)
+
+
+def estimates_over_calls(sampler, rbm, num_calls):
+  """Calls the adapter `num_calls` times on `rbm`; returns each call's estimate β_{s,t} β̂_t of
+  the sampler's inverse temperature and the running β_s after each call."""
+  single, running = [], []
+  for t in range(num_calls):
+    sampler.draw(rbm.biases.numpy(), rbm.edges, rbm.couplings.numpy(), rbm.num_chains, [0, t])
+    single.append(sampler.used_inverse_temperature * sampler.draws_inverse_temperature)
+    running.append(sampler.inverse_temperature)
+  return np.array(single), np.array(running)
+
+
 class DimodSamplerTest(tf.test.TestCase):
+
+  def test_an_auto_scaling_sampler_is_told_not_to_and_its_temperature_is_found(self):
+    """β_q = 2: the adapter passes auto_scale=False, so β_s settles within 4 standard errors of
+    β_q. Told auto_scale=True by the user (passed on as given), the same sampler undoes the
+    1/β_s scaling and β_s walks off: more than 0.5 from β_q after 10 calls."""
+    rbm = random_rbm(6, 6, 1.0, num_chains=2000)
+    sampler = ExactSamplerWithAutoScale(2.0)
+    adapter = DimodSampler(sampler, estimate_inverse_temperature=True)
+    _, running = estimates_over_calls(adapter, rbm, 10)
+    self.assertEqual(sampler.received, [False] * 10)
+    self.assertLess(abs(running[-1] - 2.0), 4 * adapter.inverse_temperature_stderr)
+    self.assertLess(np.max(np.abs(running - 2.0)), 0.2)
+
+    scaling = ExactSamplerWithAutoScale(2.0)
+    adapter = DimodSampler(scaling, estimate_inverse_temperature=True, auto_scale=True)
+    _, running = estimates_over_calls(adapter, rbm, 10)
+    self.assertEqual(scaling.received, [True] * 10)
+    self.assertGreater(abs(running[-1] - 2.0), 0.5)
+
+  def test_the_running_inverse_temperature_converges_and_jitters_less_than_one_call(self):
+    """β_q = 2, 20 calls of 300 draws: the running β_s ends within 4 of its standard errors of
+    β_q, that standard error is the single call's / √20 (within a factor 1.5), and β_s moves
+    over the last 10 calls by less than a third of the single calls' spread."""
+    rbm = random_rbm(6, 6, 1.0, num_chains=300)
+    adapter = DimodSampler(ExactSamplerWithAutoScale(2.0), estimate_inverse_temperature=True)
+    single, running = estimates_over_calls(adapter, rbm, 20)
+    single_stderr = adapter.used_inverse_temperature * adapter.draws_inverse_temperature_stderr
+    self.assertLess(abs(running[-1] - 2.0), 4 * adapter.inverse_temperature_stderr)
+    self.assertAllClose(adapter.inverse_temperature_stderr * np.sqrt(20), single_stderr,
+                        rtol=0.5)
+    self.assertLess(np.ptp(running[10:]), np.std(single) / 3)
 
   def test_simulated_annealing_at_fixed_temperature_draws_the_exact_rbm_law(self):
     """TV to enumeration on 6 + 6 units below 1.5 × an exact sampler's expected TV (≈ 0.07).

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -328,6 +329,69 @@ class KernelTest(tf.test.TestCase):
     # ... with mean P w_i: counts vary by at most 1, so std ≤ ½ and the mean of 20,000 is
     # within 5 × 0.5/√20000 = 0.018 of P w_i.
     self.assertAllLessEqual(np.abs(counts.mean(axis=0) - expected), 0.018)
+
+
+TRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trained_rbm_200_200.npz")
+
+
+def trained_rbm(factor, num_left=200):
+  """The prior of a trained DVAE (tests/trained_rbm_200_200.npz) with its parameters × `factor`
+  (a stand-in for longer training), keeping its first `num_left` left units.
+
+  The file holds b1, b2, W of the best checkpoint (step 20,000, seed 0) of
+  `python run_training.py --hparams=quickstart --struct=4-layer-nonlin --num_train_iter=20000
+  --eval_every=5000`: binarized MNIST, dvaes_power, PCD over 200 chains × 10 sweeps.
+  """
+  weights = np.load(TRAINED)
+  rbm = RBM(num_left, 200)
+  rbm.b1.assign(factor * weights["b1"][:num_left])
+  rbm.b2.assign(factor * weights["b2"])
+  rbm.w.assign(factor * weights["w"][:num_left])
+  return rbm
+
+
+class BiasCheckTest(tf.test.TestCase):
+  """The final evaluation's AIS (`log_z_ais_checked`): its schedules and its reported error."""
+
+  def test_schedules_run_from_zero_to_one_with_the_stated_steps(self):
+    for schedule in boltzmann.ANNEALING_SCHEDULES:
+      betas = boltzmann.inverse_temperatures(11, schedule).numpy()
+      self.assertAllClose([betas[0], betas[-1]], [0.0, 1.0])
+      self.assertTrue(np.all(np.diff(betas) > 0))
+    steps = np.diff(boltzmann.inverse_temperatures(11, "quadratic").numpy())
+    self.assertAllClose(steps, (2 * (10 - np.arange(1, 11)) + 1) / 100.0, atol=1e-6)
+    for args, expected in (((11, "cosine"), "schedule must be one of"),
+                           ((1,), "num_betas must be an integer ≥ 2")):
+      with self.assertRaisesRegex(ValueError, expected):
+        boltzmann.inverse_temperatures(*args)
+    with self.assertRaisesRegex(ValueError, "at least 20"):
+      RBM(2, 2).log_z_ais_checked(num_betas=10)
+
+  def test_reported_error_covers_the_exact_error_on_sharpened_trained_couplings(self):
+    """16 + 200 units of the trained prior, ×1, ×2, ×4, exact log Z by enumeration: AIS with
+    1000 temperatures × 256 reports stderr + |difference to 100 temperatures| ≥ its error,
+    for 3 seeds each (at ×4 the 100-temperature run errs by up to 0.8 nats)."""
+    for factor in (1.0, 2.0, 4.0):
+      rbm = trained_rbm(factor, num_left=16)
+      exact = float(rbm.log_z_exact()[0])
+      for seed in range(3):
+        log_z, stderr, check = rbm.log_z_ais_checked(1000, 256, seed=[seed, 1])
+        self.assertEqual((check["method"], check["num_betas"], check["num_samples"],
+                          check["schedule"]), ("ais", 100, 256, "linear"))
+        self.assertAllClose(check["difference"], float(log_z) - check["log_z"])
+        self.assertAllClose(check["error"], float(stderr) + abs(check["difference"]))
+        self.assertLessEqual(abs(float(log_z) - exact), check["error"])
+
+  @pytest.mark.slow  # About 15 minutes on two shared cores.
+  def test_final_evaluation_ais_covers_its_error_on_the_sharpened_200_plus_200_prior(self):
+    """The trained 200 + 200 prior ×2 and ×4 against AIS with 100,000 temperatures × 256 (whose
+    own standard error is added to the tolerance): the final evaluation's AIS (10,000
+    temperatures × 1024, checked against 1000) is within its reported error."""
+    for factor in (2.0, 4.0):
+      rbm = trained_rbm(factor)
+      reference, reference_stderr = (float(v) for v in rbm.log_z_ais(100_000, 256, [7, 0]))
+      log_z, _, check = rbm.log_z_ais_checked(seed=[0, 1])
+      self.assertLessEqual(abs(float(log_z) - reference), check["error"] + 2 * reference_stderr)
 
 
 if __name__ == "__main__":
