@@ -21,25 +21,17 @@ training step given to `compile` (the paper's is min(t / (0.3 T), 1), `kl_warm_u
 model knows nothing else about the run. The gradient of log Z comes from the prior's sampler
 through a surrogate (`dvae.rbm.RBM.train_log_z`).
 
-log Z. The value of log Z in the training loss is a running estimate for the current
-parameters θ_t: it starts at the exact (n1 + n2) log 2 of the zero-parameter RBM and at every
-step adds the importance-sampling estimate of log Z_t − log Z_{t−1} on the sampler's new states
-z_c ~ p_{θ_t} (drawn after the update θ_{t−1} → θ_t, so their noise did not choose it),
-
-    log Z_t − log Z_{t−1} = −log E_{p_t}[e^{E_t(z) − E_{t−1}(z)}]
-                          ≈ −log mean_c e^{E_t(z_c) − E_{t−1}(z_c)};
-
-every full estimate (`update_log_z`, AIS by default) re-anchors it. So the training loss is
-−(bound) + weight decay with a current log Z, never a stale one. Its accuracy is the sampler's:
-measured against AIS, within 0.3 nats over 60 steps at the paper's learning rate
-(tests/test_keras_api.py); a prior that moves faster than the chains mix (learning rate 1e-2,
-5 sweeps) drifts by nats within 50 steps, until the next estimate.
+log Z belongs to the prior (`dvae.boltzmann`). In the training loss its value is the prior's
+running path estimate for the current parameters (sequential Monte Carlo along the training
+path, or population annealing's own estimate under `sampler="pa"`), which is unbiased for Z
+whatever the chains' mixing and cannot drift; its gradient is the sampler's. The epoch logs
+carry it (`log_z`) with its standard error and the negative phase's lag.
 
 Evaluation uses the discrete model: z ~ q(z|x) with binary z all the way down the
-hierarchy and log w = log p(x|z) − E(z) − log Z − log q(z|x), with log Z the stored
-estimate `self.rbm.log_z`. `evaluate` first re-estimates it when the prior's parameters have
-changed since the last estimate (`log_z_is_current`), so a reported NLL never uses a stale
-log Z.
+hierarchy and log w = log p(x|z) − E(z) − log Z − log q(z|x), with log Z the prior's
+`current_log_z()`: an estimate for the current parameters, re-estimated with the seeded settings
+of `compile(log_z=...)` when they changed (`evaluate` and `test_on_batch` do so before their
+compiled step runs), so a reported NLL never uses a stale log Z.
 """
 
 import dataclasses
@@ -76,6 +68,10 @@ def step_logs(trackers):
   return logs
 
 
+# How a stale log Z is re-estimated unless `compile(log_z=...)` says otherwise.
+DEFAULT_LOG_Z = {"method": "ais", "num_betas": 1000, "num_samples": 1024, "seed": [0, 0]}
+
+
 def iw_log_mean_exp(log_w):
   """log (1/K) Σ_k exp(log w_k) along the last axis, in float64."""
   log_w = tf.cast(log_w, tf.float64)
@@ -93,7 +89,9 @@ class DVAE(keras.Model):
     train_mean: [D] per-pixel mean of the training split (x̄); it fixes D.
 
   Metrics: training logs the epoch means of `loss` (−bound + weight decay, with the running
-  log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`; evaluation logs `loss`,
+  log Z), `reconstruction` (−E log p(x|ζ)), `kl`, `weight_decay`, `log_z` (the running path
+  estimate of log Z), `log_z_stderr` (its standard error) and `negative_phase_lag` (nats per
+  step; `dvae.boltzmann`); evaluation logs `loss`,
   the importance-weighted NLL estimate −log (1/k) Σ_j w_j of the discrete model with
   k = `eval_iw_samples` (so `val_loss` is the validation NLL, which `ModelCheckpoint` and
   `EarlyStopping` minimise by default), and `neg_elbo`.
@@ -152,21 +150,11 @@ class DVAE(keras.Model):
       for i in range(hparams.num_latent_layers):
         setattr(self, f"gi_scale_{i}",
                 self.add_weight(shape=[units], initializer="ones", name=f"gi_scale_{i}"))
-    # The prior's parameters at the last log Z estimate (zero: the initial log Z is exact).
-    self.log_z_parameters = self.add_weight(
-        shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
-        name="log_z_parameters")
-    # The running log Z of the training loss (module docstring) and the parameters it is for;
-    # replicas average their updates.
-    self.running_log_z = self.add_weight(
-        shape=[], initializer=keras.initializers.Constant(self.rbm.log_z.numpy()),
-        trainable=False, aggregation="mean", name="running_log_z")
-    self.running_log_z_parameters = self.add_weight(
-        shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
-        aggregation="only_first_replica", name="running_log_z_parameters")
+    self.rbm.log_z_refresh = DEFAULT_LOG_Z
     self.trains_iw = self.prior.trains_iw and hparams.k > 1
     self._train_trackers = {name: keras.metrics.Mean(name=name) for name in (
-        "loss", "reconstruction", "kl", "weight_decay")}
+        "loss", "reconstruction", "kl", "weight_decay", "log_z", "log_z_stderr",
+        "negative_phase_lag")}
     self._test_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "neg_elbo")}
     self.kl_coefficient = lambda step: tf.constant(1.0)
     self.eval_iw_samples = 100
@@ -194,7 +182,7 @@ class DVAE(keras.Model):
     self.decoder_net.build((None, self.hparams.num_latent_layers * self.hparams.latent_units))
     self.built = True
 
-  def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100,
+  def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100, log_z=None,
               jit_compile=False, **kwargs):
     """Keras's `compile`, plus the run's two settings the steps read.
 
@@ -203,6 +191,9 @@ class DVAE(keras.Model):
       kl_coefficient: c(t), a number or a schedule of the optimizer step such as
         `kl_warm_up(num_train_iter)`.
       eval_iw_samples: k, importance samples per image in `test_step` (`evaluate`).
+      log_z: how a stale log Z is re-estimated before evaluation: `update_log_z` keyword
+        arguments with a seed, e.g. {"method": "ais", "num_betas": 1000, "num_samples": 1024,
+        "seed": [0, 0]} (the default, `DEFAULT_LOG_Z`), or {"method": "exact"}.
       jit_compile: whole-step XLA; off by default (the sampler's loops are compiled on their
         own).
       **kwargs: the rest of `keras.Model.compile`'s arguments.
@@ -212,12 +203,13 @@ class DVAE(keras.Model):
     self.kl_coefficient = (kl_coefficient if callable(kl_coefficient)
                            else lambda step: tf.constant(float(kl_coefficient)))
     self.eval_iw_samples = int(eval_iw_samples)
+    self.rbm.log_z_refresh = DEFAULT_LOG_Z if log_z is None else log_z
 
   def get_compile_config(self):
     compile_config = super().get_compile_config()
     if compile_config is not None:
       compile_config.update(kl_coefficient=keras.saving.serialize_keras_object(self._kl_schedule),
-                            eval_iw_samples=self.eval_iw_samples)
+                            eval_iw_samples=self.eval_iw_samples, log_z=self.rbm.log_z_refresh)
     return compile_config
 
   def compile_from_config(self, config):
@@ -295,58 +287,16 @@ class DVAE(keras.Model):
 
   # --- log Z. --------------------------------------------------------------------------------
 
-  def _num_prior_parameters(self):
-    return sum(int(np.prod(v.shape)) for v in self.rbm.trainable_variables)
-
-  def _prior_parameters(self):
-    """The prior's trainable parameters as one flat vector."""
-    return tf.concat([tf.reshape(v, [-1]) for v in self.rbm.trainable_variables], axis=0)
-
-  def set_log_z(self, log_z, log_z_stderr=0.0):
-    """Records `log_z` (± stderr) as the log Z of the prior's current parameters."""
-    self.rbm.log_z.assign(log_z)
-    self.rbm.log_z_stderr.assign(log_z_stderr)
-    self.running_log_z.assign(log_z)
-    self.log_z_parameters.assign(self._prior_parameters())
-    self.running_log_z_parameters.assign(self._prior_parameters())
-
-  def update_log_z(self, method="ais", **kwargs):
-    """Estimates log Z for the current parameters (`dvae.rbm.RBM.update_log_z`) and records it;
-    returns (log_z, log_z_stderr)."""
-    log_z, stderr = self.rbm.update_log_z(method, **kwargs)
-    self.set_log_z(log_z, stderr)
-    return log_z, stderr
-
-  def log_z_is_current(self):
-    """Whether `rbm.log_z` was estimated (or set) for the prior's current parameters."""
-    return bool(tf.reduce_all(self.log_z_parameters == self._prior_parameters()))
-
-  def ensure_current_log_z(self):
-    """Re-estimates log Z (AIS) if the prior's parameters changed since the last estimate."""
-    if not self.log_z_is_current():
-      self.update_log_z("ais")
-
-  def _advance_running_log_z(self):
-    """Moves `running_log_z` to the current parameters with the sampler's states (module
-    docstring) and returns it."""
-    states = tf.stop_gradient(tf.convert_to_tensor(self.rbm.chains))
-    variables = [v.value for v in self.rbm.trainable_variables]
-    # E is linear in the parameters, so E_t(z) − E_{t−1}(z) is E's derivative along θ_t − θ_{t−1}.
-    sizes = [int(np.prod(v.shape)) for v in variables]
-    steps = [tf.convert_to_tensor(v) - tf.reshape(previous, v.shape) for v, previous in zip(
-        variables, tf.split(self.running_log_z_parameters, sizes))]
-    with tf.autodiff.ForwardAccumulator(variables, steps) as accumulator:
-      energy = self.rbm.energy(states)
-    energy_change = accumulator.jvp(energy)
-    self.running_log_z.assign_add(-(tf.reduce_logsumexp(energy_change) - tf.math.log(
-        tf.cast(tf.shape(states)[0], tf.float32))))
-    self.running_log_z_parameters.assign(self._prior_parameters())
-    return self.running_log_z
-
   def evaluate(self, *args, **kwargs):
-    """`keras.Model.evaluate` with a log Z estimated for the current parameters."""
-    self.ensure_current_log_z()
+    """`keras.Model.evaluate` with a log Z of the current parameters (`ensure_current_log_z` of
+    the prior first: its compiled steps cannot estimate one)."""
+    self.rbm.ensure_current_log_z()
     return super().evaluate(*args, **kwargs)
+
+  def test_on_batch(self, *args, **kwargs):
+    """`keras.Model.test_on_batch` with a log Z of the current parameters (as `evaluate`)."""
+    self.rbm.ensure_current_log_z()
+    return super().test_on_batch(*args, **kwargs)
 
   # --- Objectives. ---------------------------------------------------------------------------
 
@@ -360,17 +310,15 @@ class DVAE(keras.Model):
 
     Returns a dict of scalars: `objective` (the bound to maximise, KL warm-up applied),
     `reconstruction` (−E log p(x|ζ)), `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL) and
-    `log_z_surrogate` (the sampler's surrogate, whose gradient is ∂log Z/∂θ). log Z enters the
-    bound with the running estimate `running_log_z` as its value and the surrogate's gradient.
+    `log_z` (the prior's running estimate as value, the sampler's gradient of log Z;
+    `dvae.boltzmann.BoltzmannMachine.train_log_z`).
     """
     k = self.hparams.k
     encode_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     x = tf.repeat(x, k, axis=0)  # Each row repeated K times consecutively.
     posteriors, zetas = self.encode(x, encode_seed, training=training)
     log_px = self.log_likelihood(x, tf.concat(zetas, axis=-1), training=training)
-    surrogate = self.rbm.train_log_z(prior_seed)
-    log_z = (tf.stop_gradient(self._advance_running_log_z()) + surrogate
-             - tf.stop_gradient(surrogate))
+    log_z = self.rbm.train_log_z(prior_seed)
     if self.trains_iw:
       log_q = tf.add_n([tf.reduce_sum(q.log_prob(zeta), axis=-1)
                         for q, zeta in zip(posteriors, zetas)])
@@ -382,7 +330,7 @@ class DVAE(keras.Model):
       kl = self.prior.kl(posteriors, zetas, log_z)
       objective = tf.reduce_mean(log_px - kl_coeff * kl)
     return {"objective": objective, "reconstruction": -tf.reduce_mean(log_px),
-            "kl": tf.reduce_mean(kl), "log_z_surrogate": surrogate}
+            "kl": tf.reduce_mean(kl), "log_z": log_z}
 
   def weight_decay(self):
     """1e-4 · ½‖θ‖² over network kernels, batch-norm scales and the RBM couplings."""
@@ -406,7 +354,9 @@ class DVAE(keras.Model):
     grads = tape.gradient(replica_loss, variables)
     self.optimizer.apply(grads, variables)
     for name, value in (("loss", loss), ("reconstruction", terms["reconstruction"]),
-                        ("kl", terms["kl"]), ("weight_decay", decay)):
+                        ("kl", terms["kl"]), ("weight_decay", decay), ("log_z", terms["log_z"]),
+                        ("log_z_stderr", self.rbm.running_log_z_stderr),
+                        ("negative_phase_lag", self.rbm.negative_phase_lag)):
       self._train_trackers[name].update_state(value)
     return step_logs(self._train_trackers)
 
@@ -415,6 +365,9 @@ class DVAE(keras.Model):
   def discrete_log_weights(self, x, num_samples, seed):
     """log w = log p(x|z) − E(z) − log Z − log q(z|x) for `num_samples` z ~ q(z|x) per image.
 
+    log Z is the prior's `current_log_z()`: eagerly re-estimated if stale; inside a
+    `tf.function`, checked (call `rbm.ensure_current_log_z()` first).
+
     Returns [batch, num_samples] float32.
     """
     x = tf.repeat(x, num_samples, axis=0)
@@ -422,7 +375,7 @@ class DVAE(keras.Model):
     log_q = tf.add_n([tf.reduce_sum(q.discrete().log_prob(sample), axis=-1)
                       for q, sample in zip(posteriors, z)])
     z = tf.concat(z, axis=-1)
-    log_w = (self.log_likelihood(x, z) + self.prior.discrete_log_prob(z, self.rbm.log_z)
+    log_w = (self.log_likelihood(x, z) + self.prior.discrete_log_prob(z)
              - log_q)
     return tf.reshape(log_w, [-1, num_samples])
 

@@ -322,12 +322,16 @@ class Run:
     train_seconds = float(self.train_seconds.numpy())
     wall_seconds = float(self.wall_seconds.numpy())
     self._restore(self.best)
-    log_z, log_z_stderr = (float(v) for v in self.model.update_log_z("ais"))
+    # A fresh estimate with the seeded settings of compile(log_z=...): the same weights give the
+    # same log Z and NLL in any process.
+    rbm = self.model.rbm
+    log_z, log_z_stderr = (float(v) for v in rbm.update_log_z(**rbm.log_z_refresh))
     results = {"log_z": log_z, "log_z_stderr": log_z_stderr}
     for split, images, k in (("val", self.dataset.valid, hp.periodic_eval_iw_samples),
                              ("test", self.dataset.test, hp.eval_iw_samples)):
-      for name, value in evaluation.evaluate(self.model, images, k, hp.eval_batch_size).items():
-        results[f"{split}_{name}"] = value
+      scores = evaluation.evaluate(self.model, images, k, hp.eval_batch_size)
+      for name in ("neg_elbo", "nll"):
+        results[f"{split}_{name}"] = scores[name]
     writer = tf.summary.create_file_writer(os.path.join(self.output, "summaries"))
     with writer.as_default(step=steps):
       for name, value in results.items():
@@ -338,8 +342,12 @@ class Run:
     writer.close()
     self.log(f"final (best step {int(self.best_step.numpy())}): log Z {log_z:.3f} ± "
              f"{log_z_stderr:.3f}, val NLL {results['val_nll']:.2f}, "
-             f"test NLL {results['test_nll']:.2f}")
+             f"test NLL {results['test_nll']:.2f} (± {log_z_stderr:.3f} from log Z, shared)")
     results.update(
+        # The NLLs subtract this log Z: its standard error moves them all by the same amount.
+        nll_log_z_stderr=log_z_stderr,
+        log_z_estimate={name: np.asarray(value).tolist()
+                        for name, value in rbm.log_z_estimate.items()},
         steps=steps, best_step=int(self.best_step.numpy()), wall_seconds=wall_seconds,
         train_seconds=train_seconds,
         steps_per_second=steps / train_seconds if train_seconds > 0 else None,

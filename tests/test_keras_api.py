@@ -52,7 +52,7 @@ class SavingTest(tf.test.TestCase):
     # The Gaussian-integral baseline with two latent layers has every kind of variable: two
     # encoders, the decoder, GI scales, RBM parameters, chains and log Z.
     model = _trained(self.get_temp_dir(), baseline="dvaes_gi", struct="2-layer-nonlin")
-    model.update_log_z("ais", num_betas=20, num_samples=16, seed=[0, 1])
+    model.rbm.update_log_z("ais", num_betas=20, num_samples=16, seed=[0, 1])
     path = tf.train.Checkpoint(model=model).write(os.path.join(self.get_temp_dir(), "ckpt"))
     fresh = _model(os.path.join(self.get_temp_dir(), "fresh"), baseline="dvaes_gi",
                    struct="2-layer-nonlin")
