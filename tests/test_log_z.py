@@ -11,6 +11,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import helpers
@@ -252,7 +253,8 @@ def _ais_check(model, epochs, steps):
     log_z, stderr = ais_of_running_parameters(rbm, num_betas=2000, num_samples=1024,
                                               seed=[7, epoch])
     running = float(rbm.running_log_z.numpy())
-    checks.append((epoch, running - log_z, stderr, logs["kl"], logs["loss"]))
+    checks.append((epoch, running - log_z, stderr + float(rbm.running_log_z_stderr.numpy()),
+                   logs["kl"], logs["loss"]))
 
   dataset = helpers.synthetic_dataset()
   model.fit(data.train_dataset(dataset, model.hparams.train_batch_size, seed=0),
@@ -262,27 +264,42 @@ def _ais_check(model, epochs, steps):
 
 
 class TrainingLossTest(tf.test.TestCase):
+  """At every epoch end the running log Z, and with it the loss (which holds log Z with a
+  coefficient c(t) ≤ 1), within 0.5 nats plus 4 standard errors (the running estimate's and the
+  AIS's) of a 2000-temperature AIS; `kl` ≥ 0 for the analytic KL. (The importance estimate on
+  the PCD chains that came before drifted to an epoch-mean `kl` of −107 in the quickstart's
+  second thousand steps, and hundreds of nats below AIS at 4-layer-nonlin.)"""
 
-  def assert_within(self, checks, tolerance, analytic_kl):
-    for _, error, _, kl, loss in checks:
-      self.assertLess(abs(error), tolerance, checks)
+  def assert_within(self, checks, analytic_kl):
+    for _, error, stderr, kl, loss in checks:
+      self.assertLess(abs(error), 0.5 + 4 * stderr, checks)
       if analytic_kl:
         self.assertGreaterEqual(kl, 0.0, checks)
       self.assertTrue(np.isfinite(loss))
 
-  @staticmethod
-  def quickstart_model(log_dir, baseline):
-    # The quickstart's configuration (hparams/quickstart.json): 1-layer-lin, 200 chains × 10
-    # sweeps, learning rate 3e-3, on the synthetic images, for a run of 2000 steps.
-    hp = helpers.tiny_hparams(log_dir, baseline=baseline, num_chains=200, num_sweeps=10,
-                              train_batch_size=100, num_train_iter=2000, base_lr=3e-3)
-    run = training.Run(hp, helpers.synthetic_dataset(), log=lambda _: None)
-    return run.model
+  def train_and_check(self, epochs, steps, baseline, **hparams):
+    hp = helpers.tiny_hparams(self.get_temp_dir(), baseline=baseline, **hparams)
+    model = training.Run(hp, helpers.synthetic_dataset(), log=lambda _: None).model
+    self.assert_within(_ais_check(model, epochs, steps), baseline == "dvaepp_power")
+
+  # The quickstart's configuration (hparams/quickstart.json): 1-layer-lin, PCD 200 chains × 10
+  # sweeps, batch 100, learning rate 3e-3, on the synthetic images.
+  QUICKSTART = dict(num_chains=200, num_sweeps=10, train_batch_size=100, base_lr=3e-3)
 
   def test_quickstart_running_log_z_and_kl_short(self):
-    model = self.quickstart_model(self.get_temp_dir(), "dvaepp_power")
-    checks = _ais_check(model, epochs=2, steps=50)
-    self.assert_within(checks, 0.5, analytic_kl=True)
+    self.train_and_check(2, 50, "dvaepp_power", num_train_iter=2000, **self.QUICKSTART)
+
+  @pytest.mark.slow
+  def test_quickstart_running_log_z_and_kl(self):
+    for baseline in ("dvaepp_power", "dvaes_power"):
+      self.train_and_check(5, 200, baseline, num_train_iter=10_000, **self.QUICKSTART)
+
+  @pytest.mark.slow
+  def test_4layer_nonlin_pcd_running_log_z(self):
+    # The claims grid's sampler and learning rate (grids/claims_4layer_nonlin.json: 1000
+    # chains × 40 sweeps, base_lr 3e-3, a run of 3000 steps), 400 steps.
+    self.train_and_check(4, 100, "dvaes_power", struct="4-layer-nonlin", num_chains=1000,
+                         num_sweeps=40, train_batch_size=100, num_train_iter=3000)
 
 
 if __name__ == "__main__":
