@@ -119,6 +119,7 @@ class FitTest(tf.test.TestCase):
                    keras.callbacks.LambdaCallback(
                        on_train_batch_end=lambda batch, logs: batch_losses.append(logs))])
     self.assertEqual(set(history.history), {"loss", "reconstruction", "kl", "weight_decay",
+                                            "log_z", "log_z_stderr", "negative_phase_lag",
                                             "val_loss", "val_neg_elbo"})
     # Each epoch's entry is the mean over its 10 steps: the last running mean of the epoch.
     for epoch in range(3):
