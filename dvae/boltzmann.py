@@ -3,9 +3,10 @@
 Mathematical Details
 
 A Boltzmann machine over binary z ∈ {0,1}^N has p(z) = e^{−E(z)}/Z, Z = Σ_z e^{−E(z)}.
-`BoltzmannMachine` is the layer every machine subclasses: it owns the persistent chains, the
-stored log Z estimate and the estimators built on annealing. A subclass gives the energy, its
-Gibbs sweeps, its annealing path (`anneal`) and its exact log Z:
+`BoltzmannMachine` is the layer every machine subclasses: it owns the persistent chains, its
+normaliser (the log Z estimate, the parameters it was made for, and the training path's running
+estimate) and the estimators built on annealing. A subclass gives the energy, its Gibbs sweeps,
+its annealing path (`anneal`) and its exact log Z:
 
 * the bipartite RBM (`dvae.rbm.RBM`), which anneals on the marginal path of one side;
 * `GraphBoltzmannMachine` below, over the nodes and edges of any graph.
@@ -17,9 +18,38 @@ standard error std(Ẑ_m) / (√M · mean(Ẑ_m)). Since Ẑ is unbiased, E[log 
 log Ẑ is a stochastic lower bound on log Z, and a log Ẑ that is too low makes every NLL computed
 with it optimistic by the same amount. The bias shrinks as the temperatures get denser
 (`inverse_temperatures` gives the schedules); `BoltzmannMachine.log_z_ais_checked` measures it
-against a run with 10× fewer temperatures. The training surrogate is
-mean_chains(−E(z_chain)) on states held constant: its gradient is the sampler's estimate of
-∂log Z/∂θ = E_p[−∂E/∂θ], its value is not log Z.
+against a run with 10× fewer temperatures.
+
+The stored log Z (`log_z`, `log_z_stderr`) belongs to the parameters recorded beside it
+(`log_z_parameters`) and says how it was made (`log_z_estimate`: method, settings, seed). Every
+reader asks `current_log_z()`: when the parameters have changed since, it re-estimates with the
+seeded settings in `log_z_refresh` (the same weights, settings and seed give the same value in
+any process) or, with none set, raises `StaleLogZError` naming the call to make. Inside a
+compiled function no estimate can run: there `current_log_z()` checks, and a stale value stops
+the function with that message; callers refresh first (`ensure_current_log_z`).
+
+The training loss needs log Z of the parameters θ_t of every step, at no more than a few percent
+of the step's cost. `train_log_z` returns the running path estimate as its value and the
+surrogate mean_chains(−E(z_chain)) (on states held constant) as its gradient, the sampler's
+estimate of ∂log Z/∂θ = E_p[−∂E/∂θ]. The path estimate is sequential Monte Carlo along the
+training path (Jarzynski's identity): M populations of P particles start as exact samples of the
+zero-parameter machine (fair coins, Z_0 = 2^N); at step t each particle z, a state of the step
+before, is weighted by w = e^{−(E_t − E_{t−1})(z)}, each population's log Ẑ_m grows by
+log mean_P w, the population is resampled (systematic) and its particles take `path_sweeps`
+Gibbs sweeps at θ_t. Each Ẑ_m is unbiased for Z_t whether or not the sweeps mix (they only have
+to leave p_t invariant), so the estimate cannot drift as the importance estimate on the lagging
+PCD chains did; the running value is log mean_m Ẑ_m with its delta-method standard error across
+the M populations. A sampler that estimates log Z itself (population annealing, a fresh unbiased
+Ẑ at θ_t every step) gives its own estimate instead; its standard error is estimated from the
+scatter of the independent per-step estimates, var = E[(Ẑ_t − 2Ẑ_{t−1} + Ẑ_{t−2})²]/6 in log,
+averaged exponentially (a smooth trend of log Z_t cancels in the second difference).
+
+`negative_phase_lag` (nats per step) is the path estimate's change of log Z at the step minus
+the change estimated on the sampler's own states z_c, −log mean_c e^{(E_t − E_{t−1})(z_c)},
+which is right only for z_c ~ p_t. Persistent chains trail the model in the direction of each
+update (the update raises their energy), so the second is lower and the lag is positive; for a
+sampler whose states follow p_t it is zero up to noise. Summed over steps it is the drift of a
+running log Z that trusted the sampler's states.
 
 Randomness is stateless: every `seed` is an int32 [2] tensor (or a list of two ints), split with
 TFP's samplers, so a seed gives the same draw in eager mode and in `tf.function`; `seed=None`
@@ -42,8 +72,13 @@ if typing.TYPE_CHECKING:
 
 LOG_Z_METHODS = ("exact", "ais", "pa")
 ANNEALING_SCHEDULES = ("linear", "quadratic")
+# Estimating methods that draw: their settings need a seed to be reproducible.
+SEEDED_LOG_Z_METHODS = ("ais", "pa")
 # Beyond 2^20 enumerated states exact log Z is no longer a matter of seconds.
 MAX_EXACT_UNITS = 20
+# Weight of a step's squared second difference in the running variance of a sampler's own
+# per-step log Ẑ (an exponential average over about 1 / 0.02 = 50 steps).
+STDERR_AVERAGING = 0.02
 # Enumerated states handled at once: 2^14 × 200 float64 activations are 26 MB.
 EXACT_CHUNK_BITS = 14
 # The dtypes a machine keeps its parameters and states in, and samples and anneals in.
@@ -166,10 +201,18 @@ def log_z_summing_out(b_keep, b_sum, w_ks, w_kk=None):
   return tf.reduce_logsumexp(partial.stack())
 
 
-def _fair_coins(shape, dtype=None):
-  # Keras initializer of the chains. Fair coins are exact samples of the initial machine (all
-  # parameters zero), so the persistent chains start in equilibrium.
-  return tf.cast(uniform_states(*shape, tf.constant([0, 0])), dtype or tf.float32)
+def _fair_coins(seed):
+  """Keras initializer of states: fair coins are exact samples of the initial machine (all
+  parameters zero), so chains and path particles start in equilibrium."""
+
+  def initializer(shape, dtype=None):
+    return tf.cast(uniform_states(*shape, tf.constant(seed)), dtype or tf.float32)
+
+  return initializer
+
+
+class StaleLogZError(RuntimeError):
+  """log Z was estimated for other parameters, and no refresh settings are set."""
 
 
 def _state_dtype(dtype):
@@ -194,7 +237,7 @@ def _check_positive_int(arg, value):
 
 
 class BoltzmannMachine(keras.layers.Layer, abc.ABC):
-  """A Boltzmann-machine prior p(z) = e^{−E(z)}/Z with its sampler and log Z estimators.
+  """A Boltzmann-machine prior p(z) = e^{−E(z)}/Z with its sampler and its normaliser.
 
   A subclass calls `super().__init__`, creates its parameters, then `self._add_state()`, and
   defines `energy`, `pairwise`, `mean_field_logits`, `gibbs_sweeps`, `anneal`, `log_z_exact`,
@@ -209,6 +252,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     sampler: the negative phase of the log Z gradient: "pcd" (persistent contrastive
       divergence), "pa" (population annealing) or a `dvae.samplers.Sampler` such as a
       `DimodSampler` (see `dvae.samplers.get`).
+    path_populations, path_population_size, path_sweeps: M populations of P particles, and the
+      Gibbs sweeps per step they take, of the running path estimate of log Z (module docstring;
+      not used by a sampler that estimates log Z itself).
     **kwargs: `keras.layers.Layer` arguments (name, dtype, …). The dtype is float32 (the
       default) or float64; under a mixed policy (`mixed_float16`, `mixed_bfloat16`, given or
       global) the machine keeps float32 and computes in it, and its variables are read in it
@@ -219,20 +265,32 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     ValueError: a size is not a positive integer, weight_decay is negative, or the dtype
       policy's variables are neither float32 nor float64.
 
-  Variables (from `_add_state`): non-trainable `chains` [num_chains, N] (the persistent states,
-  or PA's last population), starting as fair coin flips, which are exact samples of the
-  zero-parameter machine; `log_z` (starting at its exact zero-parameter value N log 2) and
-  `log_z_stderr`, the evaluation estimate.
+  Attributes: `log_z_refresh`, None or the keyword arguments of `update_log_z` (e.g.
+  {"method": "ais", "num_betas": 1000, "num_samples": 1024, "seed": [0, 0]}) with which
+  `current_log_z` re-estimates a stale log Z; `log_z_estimate`, how the stored one was made.
+
+  Variables (from `_add_state`), all non-trainable: `chains` [num_chains, N] (the persistent
+  states, or PA's last population), starting as fair coin flips, which are exact samples of the
+  zero-parameter machine; `log_z` (starting at its exact zero-parameter value N log 2),
+  `log_z_stderr` and `log_z_parameters`, the flat parameters they were estimated for; the
+  running estimate `running_log_z`, `running_log_z_stderr`, `running_log_z_parameters` and
+  `negative_phase_lag` (the last step's), with the path's `path_particles` [M·P, N] and
+  `path_log_z` [M] (float64), or under a sampler that estimates log Z, `running_log_z_before`
+  (the step before's).
   """
 
   def __init__(self, num_units: int, weight_decay: float = 1e-4, num_chains: int = 1000,
-               num_sweeps: int = 40, sampler: str | dict | samplers.Sampler = "pcd", **kwargs):
+               num_sweeps: int = 40, sampler: str | dict | samplers.Sampler = "pcd",
+               path_populations: int = 8, path_population_size: int = 128,
+               path_sweeps: int = 1, **kwargs):
     super().__init__(**{**kwargs, "dtype": _state_dtype(kwargs.get("dtype"))})
     self.sampler = samplers.get(sampler)
     # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
     self.supports_jit = self.sampler.supports_jit
     for arg, value in (("num_units", num_units), ("num_chains", num_chains),
-                       ("num_sweeps", num_sweeps)):
+                       ("num_sweeps", num_sweeps), ("path_populations", path_populations),
+                       ("path_population_size", path_population_size),
+                       ("path_sweeps", path_sweeps)):
       _check_positive_int(arg, value)
     if weight_decay < 0:
       raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
@@ -245,25 +303,57 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
       raise ValueError(f"num_chains={self.num_chains} chains of {self._num_units} units need "
                        f"{chain_bytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} "
                        f"GiB available; lower num_chains")
+    self.path_populations = int(path_populations)
+    self.path_population_size = int(path_population_size)
+    self.path_sweeps = int(path_sweeps)
+    self._log_z_refresh = None
+    self.log_z_estimate = {"method": "exact"}
 
   def _add_state(self):
-    """Creates `chains`, `log_z` and `log_z_stderr` (after the subclass's parameters)."""
-    # Under a tf.distribute strategy every replica keeps and advances its own chains
+    """Creates the chains and the normaliser's variables (after the subclass's parameters)."""
+    # Its parameters are the variables made so far; freezing the machine (`trainable = False`)
+    # takes them out of `trainable_variables`, not out of the parameters log Z belongs to.
+    self._parameter_paths = tuple(v.path for v in self.trainable_variables)
+    num_parameters = sum(int(np.prod(v.shape)) for v in self.parameters())
+    initial_log_z = keras.initializers.Constant(self.num_units * math.log(2.0))
+
+    # Under a tf.distribute strategy every replica keeps and advances its own chains and path
     # (synchronised on read: a cross-replica read, e.g. for a checkpoint, sees replica 0's).
-    self.chains = keras.Variable(
-        _fair_coins, shape=[self.num_chains, self.num_units], dtype=self.dtype, trainable=False,
-        autocast=False, synchronization="on_read", aggregation="only_first_replica", name="chains")
-    self.log_z = self.add_weight(
-        shape=[], initializer=keras.initializers.Constant(self.num_units * math.log(2.0)),
-        trainable=False, autocast=False, name="log_z")
+    def replica_state(initializer, shape, name, dtype=None):
+      return keras.Variable(initializer, shape=shape, dtype=dtype or self.dtype, trainable=False,
+                            autocast=False, synchronization="on_read",
+                            aggregation="only_first_replica", name=name)
+
+    self.chains = replica_state(_fair_coins([0, 0]), [self.num_chains, self.num_units], "chains")
+    self.log_z = self.add_weight(shape=[], initializer=initial_log_z, trainable=False,
+                                 autocast=False, name="log_z")
     self.log_z_stderr = self.add_weight(shape=[], initializer="zeros", trainable=False,
                                         autocast=False, name="log_z_stderr")
+    # Zero parameters: the initial log Z is exact.
+    self.log_z_parameters = self.add_weight(shape=[num_parameters], initializer="zeros",
+                                            trainable=False, autocast=False,
+                                            name="log_z_parameters")
+    self.running_log_z = replica_state(initial_log_z, [], "running_log_z")
+    self.running_log_z_stderr = replica_state("zeros", [], "running_log_z_stderr")
+    self.negative_phase_lag = replica_state("zeros", [], "negative_phase_lag")
+    self.running_log_z_parameters = replica_state("zeros", [num_parameters],
+                                                  "running_log_z_parameters")
+    if self.sampler.estimates_log_z:
+      self.running_log_z_before = replica_state(initial_log_z, [], "running_log_z_before")
+    else:
+      size = self.path_populations * self.path_population_size
+      self.path_particles = replica_state(_fair_coins([0, 1]), [size, self.num_units],
+                                          "path_particles")
+      self.path_log_z = replica_state(initial_log_z, [self.path_populations], "path_log_z",
+                                      dtype="float64")
     self.built = True
 
   def get_config(self):
     config = super().get_config()
     config.update(weight_decay=self.weight_decay, num_chains=self.num_chains,
-                  num_sweeps=self.num_sweeps, sampler=self.sampler.get_config())
+                  num_sweeps=self.num_sweeps, sampler=self.sampler.get_config(),
+                  path_populations=self.path_populations,
+                  path_population_size=self.path_population_size, path_sweeps=self.path_sweeps)
     return config
 
   @property
@@ -334,15 +424,77 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
                              num_sweeps, gibbs_seed)
 
   def train_log_z(self, seed):
-    """Runs the sampler's negative phase, stores its states in `chains`, returns
-    mean_chains(−E(chains)).
+    """log Z for the training loss at the current parameters θ_t: value, the running estimate;
+    gradient, the sampler's.
 
-    The states are constants, so the gradient of the result is the sampler's estimate of
-    ∂log Z/∂θ = E_p[−∂E/∂θ]; its value is not log Z.
+    Runs the sampler's negative phase and stores its states in `chains`; advances the running
+    estimate to θ_t (module docstring) and records its standard error and the negative phase's
+    lag. The result is running_log_z + s − stop_gradient(s) with s = mean_chains(−E(chains)) on
+    the states held constant, so its gradient is the sampler's estimate of
+    ∂log Z/∂θ = E_p[−∂E/∂θ].
     """
-    chains = self.sampler.negative_phase(self, seed)
+    chains, sampler_log_z = self.sampler.negative_phase_and_log_z(self, seed)
     self.chains.assign(chains)
-    return tf.reduce_mean(-self.energy(tf.stop_gradient(chains)))
+    surrogate = tf.reduce_mean(-self.energy(tf.stop_gradient(chains)))
+    # The path's noise is its own: the sampler's draws are those of the seed alone.
+    running = self._advance_running_log_z(
+        chains, sampler_log_z, tf.random.experimental.stateless_fold_in(
+            tfp.random.sanitize_seed(seed), 1))
+    return tf.stop_gradient(running) + surrogate - tf.stop_gradient(surrogate)
+
+  def parameters(self):
+    """The machine's parameters θ (biases and couplings; trainable unless it is frozen)."""
+    return [v for v in self.weights if v.path in self._parameter_paths]
+
+  def _parameter_vector(self):
+    """The trainable parameters as one flat vector, without gradient."""
+    return tf.stop_gradient(tf.concat(
+        [tf.reshape(v, [-1]) for v in self.parameters()], axis=0))
+
+  def _energy_change(self, states):
+    """E_t(z) − E_{t−1}(z) for states [C, N], from the parameters of `running_log_z_parameters`
+    to the current ones: E is linear in the parameters, so this is E's derivative along their
+    difference (one forward-mode pass, exact up to rounding of the products)."""
+    variables = [v.value for v in self.parameters()]
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    steps = [tf.convert_to_tensor(v) - tf.reshape(previous, v.shape) for v, previous in zip(
+        variables, tf.split(self.running_log_z_parameters, sizes))]
+    with tf.autodiff.ForwardAccumulator(variables, steps) as accumulator:
+      energy = self.energy(tf.stop_gradient(states))
+    return tf.stop_gradient(accumulator.jvp(energy))
+
+  def _advance_running_log_z(self, chains, sampler_log_z, seed):
+    """Moves the running estimate to the current parameters (module docstring); returns it."""
+    num_chains = tf.shape(chains)[0]
+    previous = tf.convert_to_tensor(self.running_log_z)
+    if sampler_log_z is None:
+      num_populations, size = self.path_populations, self.path_population_size
+      change = self._energy_change(tf.concat([self.path_particles, chains], axis=0))
+      path_change, chain_change = change[:num_populations * size], change[num_populations * size:]
+      log_w = tf.reshape(tf.cast(-path_change, tf.float64), [num_populations, size])
+      path_log_z = (self.path_log_z + tf.reduce_logsumexp(log_w, axis=-1)
+                    - math.log(size))
+      resample_seed, sweep_seed = tfp.random.split_seed(seed)
+      ancestors = (systematic_resample(log_w, resample_seed)
+                   + tf.range(num_populations)[:, None] * size)
+      particles = tf.gather(self.path_particles, tf.reshape(ancestors, [-1]))
+      self.path_particles.assign(self.gibbs_sweeps(particles, self.path_sweeps, sweep_seed))
+      self.path_log_z.assign(path_log_z)
+      log_z, stderr = log_mean_exp_with_stderr(path_log_z, self.dtype)
+    else:
+      chain_change = self._energy_change(chains)
+      log_z = tf.cast(sampler_log_z, self.dtype)
+      second_difference = log_z - 2.0 * previous + self.running_log_z_before
+      stderr = tf.sqrt((1.0 - STDERR_AVERAGING) * tf.square(self.running_log_z_stderr)
+                       + STDERR_AVERAGING * tf.square(second_difference) / 6.0)
+      self.running_log_z_before.assign(previous)
+    from_chains = -(tf.reduce_logsumexp(chain_change)
+                    - tf.math.log(tf.cast(num_chains, self.dtype)))
+    self.negative_phase_lag.assign(log_z - previous - from_chains)
+    self.running_log_z.assign(log_z)
+    self.running_log_z_stderr.assign(stderr)
+    self.running_log_z_parameters.assign(self._parameter_vector())
+    return log_z
 
   def log_z_ais(self, num_betas=1000, num_samples=1024, seed=None, schedule="linear"):
     """Annealed importance sampling: (log Ẑ, standard error), Ẑ = Z_0 · mean_i Π_k w_{k,i}.
@@ -403,15 +555,76 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
                                    True, seed, schedule)
     return log_mean_exp_with_stderr(log_estimates, self.dtype)
 
+  @property
+  def log_z_refresh(self):
+    """None, or the `update_log_z` keyword arguments with which a stale log Z is re-estimated."""
+    return self._log_z_refresh
+
+  @log_z_refresh.setter
+  def log_z_refresh(self, settings):
+    if settings is not None:
+      settings = dict(settings)
+      method = settings.get("method", "ais")
+      if method not in LOG_Z_METHODS:
+        raise ValueError(f"log Z method must be one of {LOG_Z_METHODS}, got {method!r}")
+      if method in SEEDED_LOG_Z_METHODS and settings.get("seed") is None:
+        raise ValueError(f"log Z settings {settings} need a seed (e.g. \"seed\": [0, 0]): "
+                         "an unseeded estimate differs from process to process")
+    self._log_z_refresh = settings
+
+  def set_log_z(self, log_z, log_z_stderr=0.0, **estimate):
+    """Records `log_z` (± stderr) as the log Z of the current parameters; `estimate` says how
+    it was made (by default {"method": "set"}: given by hand)."""
+    self.log_z.assign(log_z)
+    self.log_z_stderr.assign(log_z_stderr)
+    self.log_z_parameters.assign(self._parameter_vector())
+    self.log_z_estimate = estimate or {"method": "set"}
+
   def update_log_z(self, method="ais", **kwargs):
-    """Estimates log Z with `method` ("exact", "ais" or "pa"; kwargs go to `log_z_<method>`),
-    stores it in `log_z` and `log_z_stderr` and returns (log_z, log_z_stderr)."""
+    """Estimates log Z of the current parameters with `method` ("exact", "ais" or "pa"; kwargs
+    go to `log_z_<method>`), records it (`set_log_z`) and returns (log_z, log_z_stderr)."""
     if method not in LOG_Z_METHODS:
       raise ValueError(f"method must be one of {LOG_Z_METHODS}, got {method!r}")
     log_z, stderr = getattr(self, f"log_z_{method}")(**kwargs)
-    self.log_z.assign(log_z)
-    self.log_z_stderr.assign(stderr)
+    self.set_log_z(log_z, stderr, method=method, **kwargs)
     return log_z, stderr
+
+  def log_z_is_current(self):
+    """Whether `log_z` was estimated (or set) for the current parameters."""
+    return bool(tf.reduce_all(self.log_z_parameters == self._parameter_vector()))
+
+  def ensure_current_log_z(self):
+    """Re-estimates log Z with `log_z_refresh` if the parameters changed since the last estimate.
+
+    Raises:
+      StaleLogZError: the estimate is stale and `log_z_refresh` is None.
+    """
+    if self.log_z_is_current():
+      return
+    if self.log_z_refresh is None:
+      raise StaleLogZError(
+          f"{self.name}: log Z was estimated for other parameters; call "
+          f"{self.name}.update_log_z(method, ..., seed=...) or set_log_z(value) first, or set "
+          f"{self.name}.log_z_refresh = dict(method=\"ais\", seed=[0, 0]) to re-estimate "
+          "automatically")
+    self.update_log_z(**self.log_z_refresh)
+
+  def current_log_z(self):
+    """log Z of the current parameters (a float32 scalar tensor).
+
+    Eagerly, `ensure_current_log_z` first. Inside a `tf.function`, where no estimate can run,
+    a check: the function stops with an error naming the call to make if the stored estimate is
+    for other parameters (call `ensure_current_log_z` before).
+    """
+    if tf.executing_eagerly():
+      self.ensure_current_log_z()
+      return tf.convert_to_tensor(self.log_z)
+    current = tf.reduce_all(self.log_z_parameters == self._parameter_vector())
+    check = tf.debugging.Assert(current, [tf.constant(
+        f"{self.name}: log Z was estimated for other parameters; call "
+        f"{self.name}.ensure_current_log_z() (or update_log_z) before this function")])
+    with tf.control_dependencies([check]):
+      return tf.identity(self.log_z)
 
 
 def _colour_sweep(biases, couplings, z, beta, seed, bounds):

@@ -143,8 +143,11 @@ def append_record(path, record):
 class Summaries(keras.callbacks.Callback):
   """At each epoch end: the run's own scalars and image summaries, at the training step.
 
-  Scalars: `train/kl_coefficient`, `train/beta`, `train/running_log_z`, `prior/*` (the prior's
-  own, e.g. λ and the smallest eigenvalue for the Gaussian integral). Images, when the data are
+  Scalars: `train/kl_coefficient`, `train/beta`, `train/running_log_z` and
+  `train/running_log_z_stderr` (the prior's running estimate at the epoch's last step),
+  `prior/negative_phase_lag` (the epoch's mean, nats per step: how far the sampler's states
+  trail the model, `dvae.boltzmann`), `prior/*` (the prior's own, e.g. λ and the smallest
+  eigenvalue for the Gaussian integral). Images, when the data are
   images of `image_shape` (H, W) (flat data has no picture to show): the first 50 `images`
   beside their reconstructions, and 100 states of the prior's chains decoded.
   """
@@ -156,13 +159,17 @@ class Summaries(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     model = self.model
-    if not _finite(logs or {}):
+    logs = logs or {}
+    if not _finite(logs):
       return
     step = model.optimizer.iterations
     with self.writer.as_default(step=_step(model)):
       tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
       tf.summary.scalar("train/beta", model.beta)
-      tf.summary.scalar("train/running_log_z", model.running_log_z)
+      tf.summary.scalar("train/running_log_z", model.rbm.running_log_z)
+      tf.summary.scalar("train/running_log_z_stderr", model.rbm.running_log_z_stderr)
+      if "negative_phase_lag" in logs:
+        tf.summary.scalar("prior/negative_phase_lag", logs["negative_phase_lag"])
       for name, value in model.prior.summaries().items():
         tf.summary.scalar(f"prior/{name}", value)
       if self.image_shape is not None:

@@ -6,6 +6,10 @@ For each image, with k samples z_j ~ q(z|x) and log w_j = log p(x|z_j) − E(z_j
                                          tightens as k grows),
     ELBO(x)  ≈ (1/k) Σ_j log w_j.
 
+log Z enters every log w_j alike, so the standard error of the log Z estimate moves every image's
+NLL by the same amount: it is reported beside the NLL (`log_z_stderr`). AIS and population
+annealing are stochastic lower bounds on log Z in expectation, which makes the NLL optimistic.
+
 The k samples of one image batch are drawn in chunks so that k = 4000 over 10,000 images fits
 in memory: the log-sum-exp is accumulated across chunks in float64.
 """
@@ -32,8 +36,8 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
   """Negative ELBO and negative IW log-likelihood, averaged over `images`, in nats.
 
   Args:
-    model: a `dvae.model.DVAE`; its log Z is re-estimated first if it is not current
-      (`DVAE.ensure_current_log_z`).
+    model: a `dvae.model.DVAE`; its prior's log Z is re-estimated first if it is not current
+      (`ensure_current_log_z` of `model.rbm`, with the settings of `compile(log_z=...)`).
     images: [N, D] binary float array.
     num_samples: k, importance samples per image.
     batch_size: images per batch.
@@ -41,9 +45,9 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
     max_rows: bound on images × samples evaluated in one call; by default MAX_VALUES // D.
 
   Returns:
-    dict with `neg_elbo` and `nll` (Python floats).
+    dict with `neg_elbo`, `nll`, and the `log_z` and `log_z_stderr` they used (Python floats).
   """
-  model.ensure_current_log_z()
+  model.rbm.ensure_current_log_z()
   chunk = samples_per_call(num_samples, batch_size, np.shape(images)[1], max_rows)
   log_weights = tf.function(model.discrete_log_weights, reduce_retracing=True)
   log_sum, mean_log_w = [], []
@@ -61,4 +65,6 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
     log_sum.append(lse)
     mean_log_w.append(total / num_samples)
   return {"neg_elbo": float(-np.concatenate(mean_log_w).mean()),
-          "nll": float(-(np.concatenate(log_sum) - np.log(num_samples)).mean())}
+          "nll": float(-(np.concatenate(log_sum) - np.log(num_samples)).mean()),
+          "log_z": float(model.rbm.log_z.numpy()),
+          "log_z_stderr": float(model.rbm.log_z_stderr.numpy())}

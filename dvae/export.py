@@ -6,7 +6,9 @@ Endpoints (all float32 images in [0, 1]^D, flattened row-major; D = 784 for 28×
                                with the layers below i fed binary z ~ q(z|x) drawn at `seed`
     decode(z)                → [N, D] pixel probabilities σ(f(z)) for binary latents z
     sample(num_images, seed) → [num_images, D] pixel probabilities of z ~ p(z) (fresh Gibbs chains)
-    log_likelihood(x, k, seed) → [N] the IW estimate of log p(x) with k samples per image
+    log_likelihood(x, k, seed) → [N] the IW estimate of log p(x) with k samples per image, with
+                               the log Z of the exported parameters, estimated (or kept, if
+                               current) at export with the prior's `log_z_refresh` settings
     image_shape()            → int32 [2], (H, W) of the images; only for image data
 
 Load with `tf.saved_model.load(path)` and call e.g. `loaded.decode(z)`.
@@ -35,6 +37,8 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
 
   `image_shape` (H, W) of the training data (`Dataset.image_shape`), if it has one, is kept as
   the `image_shape` endpoint, so that a user can reshape the [N, D] outputs into images.
+  The prior's log Z is made current first (`ensure_current_log_z`): the export carries the
+  log Z of the exported parameters.
   """
   if os.path.lexists(export_dir) and not overwrite:
     raise ExportDirExistsError(
@@ -43,6 +47,7 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
     raise ExportDirExistsError(
         f"export directory {export_dir} is not a model exported by this program (it has no "
         f"{runs.EXPORT_MARKER}), so it is not replaced; remove it yourself or export elsewhere")
+  model.rbm.ensure_current_log_z()
   num_latents = model.rbm.num_units
   images = tf.TensorSpec([None, model.num_dims], tf.float32, name="x")
   seed = tf.TensorSpec([2], tf.int32, name="seed")

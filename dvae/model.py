@@ -28,25 +28,17 @@ min(t / (0.3 T), 1), `kl_warm_up` below), so compiling again (a new optimizer, f
 resumes the warm-up and the steps' noise where they were. The gradient of log Z comes from
 the prior's sampler through a surrogate (`dvae.rbm.RBM.train_log_z`).
 
-log Z. The value of log Z in the training loss is a running estimate for the current
-parameters θ_t: it starts at the exact (n1 + n2) log 2 of the zero-parameter RBM and at every
-step adds the importance-sampling estimate of log Z_t − log Z_{t−1} on the sampler's new states
-z_c ~ p_{θ_t} (drawn after the update θ_{t−1} → θ_t, so their noise did not choose it),
-
-    log Z_t − log Z_{t−1} = −log E_{p_t}[e^{E_t(z) − E_{t−1}(z)}]
-                          ≈ −log mean_c e^{E_t(z_c) − E_{t−1}(z_c)};
-
-every full estimate (`update_log_z`, AIS by default) re-anchors it. So the training loss is
-−(bound) + weight decay with a current log Z, never a stale one. Its accuracy is the sampler's:
-measured against AIS, within 0.3 nats over 60 steps at the paper's learning rate
-(tests/test_keras_api.py); a prior that moves faster than the chains mix (learning rate 1e-2,
-5 sweeps) drifts by nats within 50 steps, until the next estimate.
+log Z belongs to the prior (`dvae.boltzmann`). In the training loss its value is the prior's
+running path estimate for the current parameters (sequential Monte Carlo along the training
+path, or population annealing's own estimate under `sampler="pa"`), which is unbiased for Z
+whatever the chains' mixing and cannot drift; its gradient is the sampler's. The epoch logs
+carry it (`log_z`) with its standard error and the negative phase's lag.
 
 Evaluation uses the discrete model: z ~ q(z|x) with binary z all the way down the
-hierarchy and log w = log p(x|z) − E(z) − log Z − log q(z|x), with log Z the stored
-estimate `self.rbm.log_z`. `evaluate` first re-estimates it when the prior's parameters have
-changed since the last estimate (`log_z_is_current`), so a reported NLL never uses a stale
-log Z.
+hierarchy and log w = log p(x|z) − E(z) − log Z − log q(z|x), with log Z the prior's
+`current_log_z()`: an estimate for the current parameters, re-estimated with the seeded settings
+of `compile(log_z=...)` when they changed (`evaluate` and `test_on_batch` do so before their
+compiled step runs), so a reported NLL never uses a stale log Z.
 """
 
 import dataclasses
@@ -87,6 +79,10 @@ def step_logs(trackers):
     if len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1:
       logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
   return logs
+
+
+# How a stale log Z is re-estimated unless `compile(log_z=...)` says otherwise.
+DEFAULT_LOG_Z = {"method": "ais", "num_betas": 1000, "num_samples": 1024, "seed": [0, 0]}
 
 
 def iw_log_mean_exp(log_w):
@@ -160,12 +156,14 @@ class DVAE(keras.Model):
     **kwargs: `keras.Model` arguments (name, ...).
 
   Metrics: training logs the epoch means per example of `loss` (−bound + weight decay, with
-  the running log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`; evaluation
-  logs `loss`, the importance-weighted NLL estimate −log (1/k) Σ_j w_j of the discrete model
-  with k = `eval_iw_samples`, and `neg_elbo`: `nll, neg_elbo = model.evaluate(x)`, and
-  `val_loss` is the validation NLL, which `ModelCheckpoint` and `EarlyStopping` minimise by
-  default. Sample weights (`fit(x, sample_weight=w)`, `evaluate` likewise) weigh examples in
-  the bound and in these means.
+  the prior's running log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`, and the
+  epoch means of `log_z` (the running path estimate of log Z), `log_z_stderr` (its standard
+  error) and `negative_phase_lag` (nats per step; `dvae.boltzmann`); evaluation logs `loss`, the
+  importance-weighted NLL estimate −log (1/k) Σ_j w_j of the discrete model with
+  k = `eval_iw_samples`, and `neg_elbo`: `nll, neg_elbo = model.evaluate(x)`, and `val_loss` is
+  the validation NLL, which `ModelCheckpoint` and `EarlyStopping` minimise by default. Sample
+  weights (`fit(x, sample_weight=w)`, `evaluate` likewise) weigh examples in the bound and in
+  these means.
 
   Example (the paper's configurations; see README "Library" for parts of your own):
 
@@ -223,30 +221,17 @@ class DVAE(keras.Model):
       for i in range(self.num_latent_layers):
         setattr(self, f"gi_scale_{i}", self.add_weight(
             shape=[self.latent_units], initializer="ones", name=f"gi_scale_{i}"))
-    # Freezing the machine (`trainable = False`) makes its variables untrainable; these stay
-    # its parameters.
-    self._prior_parameter_paths = tuple(v.path for v in self.rbm.trainable_variables)
     # Training steps taken: the KL warm-up and the steps' noise are functions of it.
     self.train_steps = self.add_weight(shape=[], dtype="int64", initializer="zeros",
                                        trainable=False, aggregation="only_first_replica",
                                        name="train_steps")
-    # The prior's parameters at the last log Z estimate (zero: the initial log Z is exact).
-    self.log_z_parameters = self.add_weight(
-        shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
-        name="log_z_parameters")
-    # The running log Z of the training loss (module docstring) and the parameters it is for;
-    # replicas average their updates.
-    self.running_log_z = self.add_weight(
-        shape=[], initializer=keras.initializers.Constant(self.rbm.log_z.numpy()),
-        trainable=False, aggregation="mean", name="running_log_z")
-    self.running_log_z_parameters = self.add_weight(
-        shape=[self._num_prior_parameters()], initializer="zeros", trainable=False,
-        aggregation="only_first_replica", name="running_log_z_parameters")
+    self.rbm.log_z_refresh = DEFAULT_LOG_Z
     self.trains_iw = self.prior.trains_iw and self.k > 1
     # One tracker per name: `loss` is the training loss in training and the NLL in evaluation
     # (Keras resets every tracker when a fit epoch or an evaluation starts).
     self._trackers = {name: keras.metrics.Mean(name=name) for name in (
-        "loss", "reconstruction", "kl", "weight_decay", "neg_elbo")}
+        "loss", "reconstruction", "kl", "weight_decay", "neg_elbo", "log_z", "log_z_stderr",
+        "negative_phase_lag")}
     self._kl_schedule = 1.0
     self.kl_coefficient = lambda step: tf.constant(1.0)
     self.eval_iw_samples = 100
@@ -364,7 +349,7 @@ class DVAE(keras.Model):
       self.likelihood.build((None, self.num_dims))
     self.built = True
 
-  def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100,
+  def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100, log_z=None,
               jit_compile=False, **kwargs):
     """Keras's `compile`, plus the run's two settings the steps read.
 
@@ -377,6 +362,9 @@ class DVAE(keras.Model):
       kl_coefficient: c(t), a number or a schedule of the training step such as
         `kl_warm_up(num_train_iter)`.
       eval_iw_samples: k, importance samples per image in `test_step` (`evaluate`).
+      log_z: how a stale log Z is re-estimated before evaluation: `update_log_z` keyword
+        arguments with a seed, e.g. {"method": "ais", "num_betas": 1000, "num_samples": 1024,
+        "seed": [0, 0]} (the default, `DEFAULT_LOG_Z`), or {"method": "exact"}.
       jit_compile: whole-step XLA; off by default (the sampler's loops are compiled on their
         own).
       **kwargs: the rest of `keras.Model.compile`'s arguments.
@@ -396,12 +384,13 @@ class DVAE(keras.Model):
     self.kl_coefficient = (kl_coefficient if callable(kl_coefficient)
                            else lambda step: tf.constant(float(kl_coefficient)))
     self.eval_iw_samples = int(eval_iw_samples)
+    self.rbm.log_z_refresh = DEFAULT_LOG_Z if log_z is None else log_z
 
   def get_compile_config(self):
     compile_config = super().get_compile_config()
     if compile_config is not None:
       compile_config.update(kl_coefficient=keras.saving.serialize_keras_object(self._kl_schedule),
-                            eval_iw_samples=self.eval_iw_samples)
+                            eval_iw_samples=self.eval_iw_samples, log_z=self.rbm.log_z_refresh)
     return compile_config
 
   def compile_from_config(self, config):
@@ -527,68 +516,20 @@ class DVAE(keras.Model):
 
   # --- log Z. --------------------------------------------------------------------------------
 
-  def prior_variables(self):
-    """The prior machine's parameters (its trainable variables, also while the machine is
-    frozen with `trainable = False`)."""
-    return [v for v in self.rbm.weights if v.path in self._prior_parameter_paths]
-
-  def _num_prior_parameters(self):
-    return sum(int(np.prod(v.shape)) for v in self.prior_variables())
-
-  def _prior_parameters(self):
-    """The prior's trainable parameters as one flat vector."""
-    return tf.concat([tf.reshape(v, [-1]) for v in self.prior_variables()], axis=0)
-
-  def set_log_z(self, log_z, log_z_stderr=0.0):
-    """Records `log_z` (± stderr) as the log Z of the prior's current parameters."""
-    self.rbm.log_z.assign(log_z)
-    self.rbm.log_z_stderr.assign(log_z_stderr)
-    self.running_log_z.assign(log_z)
-    self.log_z_parameters.assign(self._prior_parameters())
-    self.running_log_z_parameters.assign(self._prior_parameters())
-
-  def update_log_z(self, method="ais", **kwargs):
-    """Estimates log Z for the current parameters (`dvae.rbm.RBM.update_log_z`) and records it;
-    returns (log_z, log_z_stderr)."""
-    log_z, stderr = self.rbm.update_log_z(method, **kwargs)
-    self.set_log_z(log_z, stderr)
-    return log_z, stderr
-
-  def log_z_is_current(self):
-    """Whether `rbm.log_z` was estimated (or set) for the prior's current parameters."""
-    return bool(tf.reduce_all(self.log_z_parameters == self._prior_parameters()))
-
-  def ensure_current_log_z(self):
-    """Re-estimates log Z (AIS) if the prior's parameters changed since the last estimate."""
-    if not self.log_z_is_current():
-      self.update_log_z("ais")
-
-  def _advance_running_log_z(self):
-    """Moves `running_log_z` to the current parameters with the sampler's states (module
-    docstring) and returns it."""
-    states = tf.stop_gradient(tf.convert_to_tensor(self.rbm.chains))
-    variables = [v.value for v in self.prior_variables()]
-    # E is linear in the parameters, so E_t(z) − E_{t−1}(z) is E's derivative along θ_t − θ_{t−1}.
-    sizes = [int(np.prod(v.shape)) for v in variables]
-    steps = [tf.convert_to_tensor(v) - tf.reshape(previous, v.shape) for v, previous in zip(
-        variables, tf.split(self.running_log_z_parameters, sizes))]
-    with tf.autodiff.ForwardAccumulator(variables, steps) as accumulator:
-      energy = self.rbm.energy(states)
-    energy_change = accumulator.jvp(energy)
-    self.running_log_z.assign_add(-(tf.reduce_logsumexp(energy_change) - tf.math.log(
-        tf.cast(tf.shape(states)[0], tf.float32))))
-    self.running_log_z_parameters.assign(self._prior_parameters())
-    return self.running_log_z
-
   def evaluate(self, *args, **kwargs):
-    """`keras.Model.evaluate` with a log Z estimated for the current parameters."""
-    self.ensure_current_log_z()
+    """`keras.Model.evaluate` with a log Z of the current parameters (`ensure_current_log_z` of
+    the prior first: its compiled steps cannot estimate one)."""
+    self.rbm.ensure_current_log_z()
     return super().evaluate(*args, **_weights_kept(args, kwargs))
-
 
   def fit(self, *args, **kwargs):
     """`keras.Model.fit`; `sample_weight` weighs the examples (see the class docstring)."""
     return super().fit(*args, **_weights_kept(args, kwargs))
+
+  def test_on_batch(self, *args, **kwargs):
+    """`keras.Model.test_on_batch` with a log Z of the current parameters (as `evaluate`)."""
+    self.rbm.ensure_current_log_z()
+    return super().test_on_batch(*args, **kwargs)
 
   # --- Objectives. ---------------------------------------------------------------------------
 
@@ -604,10 +545,11 @@ class DVAE(keras.Model):
       seed: stateless seed of the posterior samples.
       kl_coeff: c(t).
       training: batch-norm mode.
-      log_z: log Z as it enters the bound (value and gradient); by default the running
+      log_z: log Z as it enters the bound (value and gradient); by default the prior's running
         estimate `running_log_z`, without gradient. Nothing is changed: `train_step` runs the
-        sampler's negative phase (which advances the chains) and passes log Z with its
-        surrogate gradient.
+        sampler's negative phase and advances the running estimate
+        (`dvae.boltzmann.BoltzmannMachine.train_log_z`), then passes its log Z, whose
+        gradient is the sampler's.
       condition: [B, C] for a conditional model.
 
     Returns:
@@ -615,7 +557,7 @@ class DVAE(keras.Model):
       `reconstruction` (−E log p(x|ζ)) and `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL).
     """
     if log_z is None:
-      log_z = tf.convert_to_tensor(self.running_log_z)
+      log_z = tf.stop_gradient(tf.convert_to_tensor(self.rbm.running_log_z))
     k = self.k
     x = tf.repeat(x, k, axis=0)  # Each row repeated K times consecutively.
     if condition is not None:
@@ -657,9 +599,7 @@ class DVAE(keras.Model):
     weights = (tf.ones_like(x[:, 0]) if sample_weight is None
                else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
     with tf.GradientTape() as tape:
-      surrogate = self.rbm.train_log_z(prior_seed)
-      log_z = (tf.stop_gradient(self._advance_running_log_z()) + surrogate
-               - tf.stop_gradient(surrogate))
+      log_z = self.rbm.train_log_z(prior_seed)
       terms = self.objective_terms(x, encode_seed, kl_coeff, log_z=log_z, condition=condition)
       decay = self.weight_decay()
       if sample_weight is None:
@@ -677,13 +617,20 @@ class DVAE(keras.Model):
                         ("reconstruction", terms["reconstruction"]), ("kl", terms["kl"]),
                         ("weight_decay", decay * tf.ones_like(weights))):
       self._trackers[name].update_state(value, sample_weight=weights)
+    for name, value in (("log_z", log_z), ("log_z_stderr", self.rbm.running_log_z_stderr),
+                        ("negative_phase_lag", self.rbm.negative_phase_lag)):
+      self._trackers[name].update_state(value)
     return step_logs({name: self._trackers[name] for name in (
-        "loss", "reconstruction", "kl", "weight_decay")})
+        "loss", "reconstruction", "kl", "weight_decay", "log_z", "log_z_stderr",
+        "negative_phase_lag")})
 
   # --- Evaluation of the discrete model. -----------------------------------------------------
 
   def discrete_log_weights(self, x, num_samples, seed, condition=None):
     """log w = log p(x|z) − E(z) − log Z − log q(z|x) for `num_samples` z ~ q(z|x) per image.
+
+    log Z is the prior's `current_log_z()`: eagerly re-estimated if stale; inside a
+    `tf.function`, checked (call `rbm.ensure_current_log_z()` first).
 
     Returns [batch, num_samples] float32.
     """
@@ -694,8 +641,8 @@ class DVAE(keras.Model):
     log_q = tf.add_n([tf.reduce_sum(q.discrete().log_prob(sample), axis=-1)
                       for q, sample in zip(posteriors, z)])
     z = tf.concat(z, axis=-1)
-    log_w = (self.log_likelihood(x, z, condition=condition)
-             + self.prior.discrete_log_prob(z, self.rbm.log_z) - log_q)
+    log_w = (self.log_likelihood(x, z, condition=condition) + self.prior.discrete_log_prob(z)
+             - log_q)
     return tf.reshape(log_w, [-1, num_samples])
 
   def test_step(self, data):

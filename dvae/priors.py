@@ -24,9 +24,10 @@ of the graph are its update blocks). Rolfe's KL gradients and the Gaussian integ
 for the bipartite split (W's two sides, W's singular values) and are refused for graphs
 (`dvae.config.graph_prior_refusal`).
 
-log Z is never computed here: every method takes it as a scalar tensor from the caller, who
-gives it the stored estimate as value and the sampler's surrogate gradient
-(`dvae.rbm.RBM.train_log_z`).
+log Z is never computed here: the bound's terms take it as a scalar tensor from the caller, who
+gives it the running estimate as value and the sampler's surrogate gradient
+(`dvae.boltzmann.BoltzmannMachine.train_log_z`); the discrete log p(z) reads the machine's
+`current_log_z()` unless given one.
 """
 
 import math
@@ -95,16 +96,21 @@ class BoltzmannPrior:
     joined = tf.concat(per_layer, axis=-1)
     return tf.split(joined, [self.rbm.num_left, self.rbm.num_right], axis=-1)
 
-  def discrete_log_prob(self, z: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
+  def discrete_log_prob(self, z: tf.Tensor, log_z: tf.Tensor | None = None) -> tf.Tensor:
     """log p(z) = −E(z) − log Z.
 
     Args:
       z: [B, n] states (binary, or any real vector).
-      log_z: the machine's log Z (an estimate).
+      log_z: the machine's log Z; by default its `current_log_z()`, never a stale value.
 
     Returns:
       [B] log p(z), in the machine's dtype.
+
+    Raises:
+      StaleLogZError: (eagerly) the estimate is stale and the machine has no refresh settings.
     """
+    if log_z is None:
+      log_z = self.rbm.current_log_z()
     neg_energy = -self.rbm.energy(z)
     return neg_energy - tf.cast(log_z, neg_energy.dtype)
 

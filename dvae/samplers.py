@@ -57,10 +57,13 @@ class Sampler(abc.ABC):
   """The negative phase of a Boltzmann machine's log Z gradient.
 
   Subclasses implement `negative_phase` and `get_config`; `supports_jit` says whether
-  `negative_phase` can run inside an XLA-compiled step.
+  `negative_phase` can run inside an XLA-compiled step; `estimates_log_z` whether
+  `negative_phase_and_log_z` also gives an unbiased estimate of Z at the current parameters (in
+  log), which the machine's running log Z then uses (`dvae.boltzmann`).
   """
 
   supports_jit = True
+  estimates_log_z = False
 
   @abc.abstractmethod
   def negative_phase(self, machine: "BoltzmannMachine", seed: tf.Tensor) -> tf.Tensor:
@@ -73,6 +76,10 @@ class Sampler(abc.ABC):
     Returns:
       Binary states [machine.num_chains, machine.num_units] in the machine's dtype.
     """
+
+  def negative_phase_and_log_z(self, machine, seed):
+    """(states of `negative_phase`, log Ẑ of the machine or None if `estimates_log_z` is False)."""
+    return self.negative_phase(machine, seed), None
 
   @abc.abstractmethod
   def get_config(self) -> str | dict:
@@ -99,13 +106,23 @@ class PopulationAnnealing(Sampler):
   """Population annealing of `num_chains` particles over `num_sweeps` + 1 temperatures in [0, 1].
 
   Each step starts afresh from uniform states; the final population is a weighted-resampled
-  approximation of p.
+  approximation of p, and the product of its mean weights an unbiased estimate of Z at the
+  step's parameters, Ẑ = Z_0 · Π_k mean_i w_{k,i}, which the running log Z of the training loss
+  uses (`estimates_log_z`).
   """
+
+  estimates_log_z = True
 
   def negative_phase(self, machine: "BoltzmannMachine", seed: tf.Tensor) -> tf.Tensor:
     """The final annealed population (`Sampler.negative_phase`)."""
-    states, _ = machine.anneal(machine.num_sweeps + 1, 1, machine.num_chains, True, seed)
-    return states[0]
+    return self.negative_phase_and_log_z(machine, seed)[0]
+
+  def negative_phase_and_log_z(self, machine: "BoltzmannMachine",
+                               seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The final annealed population and the population's own log Ẑ (float64) of the machine
+    (`Sampler.negative_phase_and_log_z`)."""
+    states, log_z = machine.anneal(machine.num_sweeps + 1, 1, machine.num_chains, True, seed)
+    return states[0], log_z[0]
 
   def get_config(self) -> str:
     """"pa"."""

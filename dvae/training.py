@@ -334,13 +334,17 @@ class Run:
     # A dense AIS, its bias checked against one with 10× fewer temperatures (log_z_check).
     log_z, log_z_stderr, log_z_check = self.model.rbm.log_z_ais_checked(
         hp.final_log_z_betas, seed=[hp.seed, steps])
-    self.model.set_log_z(log_z, log_z_stderr)
+    rbm = self.model.rbm
+    rbm.set_log_z(log_z, log_z_stderr, method="ais_checked", num_betas=hp.final_log_z_betas,
+                  num_samples=log_z_check["num_samples"], schedule=log_z_check["schedule"],
+                  seed=[hp.seed, steps])
     log_z, log_z_stderr = float(log_z), float(log_z_stderr)
     results = {"log_z": log_z, "log_z_stderr": log_z_stderr}
     for split, images, k in (("val", self.dataset.valid, hp.periodic_eval_iw_samples),
                              ("test", self.dataset.test, hp.eval_iw_samples)):
-      for name, value in evaluation.evaluate(self.model, images, k, hp.eval_batch_size).items():
-        results[f"{split}_{name}"] = value
+      scores = evaluation.evaluate(self.model, images, k, hp.eval_batch_size)
+      for name in ("neg_elbo", "nll"):
+        results[f"{split}_{name}"] = scores[name]
     writer = tf.summary.create_file_writer(os.path.join(self.output, "summaries"))
     with writer.as_default(step=steps):
       for name, value in results.items():
@@ -351,15 +355,16 @@ class Run:
     writer.close()
     self.log(f"final (best step {int(self.best_step.numpy())}): log Z {log_z:.3f} ± "
              f"{log_z_stderr:.3f}, val NLL {results['val_nll']:.2f}, "
-             f"test NLL {results['test_nll']:.2f}")
+             f"test NLL {results['test_nll']:.2f} (± {log_z_stderr:.3f} from log Z, shared)")
     results.update(
+        # The NLLs subtract this log Z: its standard error moves them all by the same amount.
+        nll_log_z_stderr=log_z_stderr,
+        log_z_estimate={name: np.asarray(value).tolist()
+                        for name, value in rbm.log_z_estimate.items()},
         steps=steps, best_step=int(self.best_step.numpy()), wall_seconds=wall_seconds,
         train_seconds=train_seconds,
         steps_per_second=steps / train_seconds if train_seconds > 0 else None,
         val_iw_samples=hp.periodic_eval_iw_samples, test_iw_samples=hp.eval_iw_samples,
-        log_z_settings={"method": "ais", "num_betas": hp.final_log_z_betas,
-                        "num_samples": log_z_check["num_samples"],
-                        "schedule": log_z_check["schedule"]},
         log_z_check=log_z_check,
         hparams=dataclasses.asdict(hp))
     runs.write_json_atomically(os.path.join(self.output, "results.json"), results)

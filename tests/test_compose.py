@@ -135,7 +135,7 @@ class KerasArgumentsTest(tf.test.TestCase):
   def test_evaluate_returns_nll_and_neg_elbo(self):
     model = _model(self.get_temp_dir())
     model.compile(eval_iw_samples=3)
-    model.set_log_z(model.rbm.log_z.numpy())
+    model.rbm.set_log_z(model.rbm.log_z.numpy())
     nll, neg_elbo = model.evaluate(_images(20), batch_size=10, verbose=0)
     self.assertGreaterEqual(neg_elbo, nll)
     self.assertEqual(model.metrics_names.count("loss"), 1)
@@ -178,7 +178,7 @@ class KerasArgumentsTest(tf.test.TestCase):
   def test_evaluate_weighs_examples(self):
     model = _model(self.get_temp_dir())
     model.compile(eval_iw_samples=4)
-    model.set_log_z(model.rbm.log_z.numpy())
+    model.rbm.set_log_z(model.rbm.log_z.numpy())
     x = _images(10)
     weights = np.arange(10, dtype=np.float32)
     nll, _ = model.evaluate(x, sample_weight=weights, batch_size=10, verbose=0)

@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
         losses["chains_differ"] = bool(tf.reduce_any(chains[0] != chains[1]))
         # The evaluation after mirrored training scores with a log Z of the final parameters.
         run.model.evaluate(data.eval_dataset(dataset.valid, 10), verbose=0)
-        losses["log_z_current"] = run.model.log_z_is_current()
+        losses["log_z_current"] = run.model.rbm.log_z_is_current()
     print(json.dumps(losses))
 """)
 

@@ -107,7 +107,7 @@ class LikelihoodTest(tf.test.TestCase):
     rbm.w.assign(rng.normal(0, 0.05, rbm.w.shape))
     rbm.b1.assign(rng.normal(0, 0.5, rbm.b1.shape))
     rbm.b2.assign(rng.normal(0, 0.5, rbm.b2.shape))
-    self.model.update_log_z("ais", num_betas=200, num_samples=256, seed=[1, 2])
+    self.model.rbm.update_log_z("ais", num_betas=200, num_samples=256, seed=[1, 2])
 
   def test_iw_bound_is_at_least_elbo_for_the_same_samples(self):
     log_w = self.model.discrete_log_weights(tf.constant(self.dataset.valid), 50, [0, 1])
@@ -153,7 +153,7 @@ class ExactLikelihoodTest(tf.test.TestCase):
     halves = np.array(list(itertools.product([0, 1], repeat=4)), np.float64)
     log_z = logsumexp(halves @ b1[:, None] + (halves @ b2)[None, :]
                       + halves @ w[:, :4] @ halves.T)
-    model.set_log_z(log_z)
+    model.rbm.set_log_z(log_z)
     encoder = model.encoder_nets[0].layers[-1]
     kernel, bias = encoder.get_weights()
     free = np.zeros(200, bool)
@@ -188,7 +188,7 @@ class ExportTest(tf.test.TestCase):
     dataset = helpers.synthetic_dataset(num_eval=5)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaes_gi", struct="2-layer-nonlin")
     model = DVAE.from_hparams(hp, dataset.train_mean)
-    model.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
+    model.rbm.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
     path = os.path.join(self.get_temp_dir(), "export")
     export.export_model(model, path)
     with self.assertRaises(export.ExportDirExistsError):

@@ -248,7 +248,9 @@ class StateTest(tf.test.TestCase):
     rbm = random_rbm(3, 4, 1.0, num_chains=10, num_sweeps=2)
     self.assertEqual([v.name for v in rbm.trainable_variables], ["b1", "b2", "w"])
     self.assertEqual([v.name for v in rbm.non_trainable_variables],
-                     ["chains", "log_z", "log_z_stderr"])
+                     ["chains", "log_z", "log_z_stderr", "log_z_parameters", "running_log_z",
+                      "running_log_z_stderr", "negative_phase_lag", "running_log_z_parameters",
+                      "path_particles", "path_log_z"])
     rbm.train_log_z(tf.constant([1, 1]))
     rbm.update_log_z("ais", num_betas=20, num_samples=16, seed=[0, 0])
     path = tf.train.Checkpoint(rbm=rbm).save(self.get_temp_dir() + "/ckpt")
