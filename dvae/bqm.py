@@ -34,7 +34,12 @@ beta, stderr = pseudo_likelihood_inverse_temperature(states, biases, edges, coup
 ```
 """
 
+from __future__ import annotations
+
+import collections.abc
 import importlib
+import types
+import typing
 
 import numpy as np
 import scipy.optimize
@@ -43,22 +48,40 @@ import scipy.special
 
 from dvae import optional
 
+if typing.TYPE_CHECKING:
+  import dimod
+  import numpy.typing as npt
+
 # Above this the draws are effectively ground states; PL' stays positive up to β = ∞.
 MAX_INVERSE_TEMPERATURE = 1e4
 
 
-def import_dimod():
-  """The `dimod` module, or an ImportError whose message is one line saying what to install."""
+def import_dimod() -> types.ModuleType:
+  """The `dimod` module, or an ImportError whose message is one line saying what to install.
+
+  Returns:
+    The imported `dimod` module.
+
+  Raises:
+    ImportError: dimod is not installed (the message says how to install it).
+  """
   return optional.require("dimod", "dimod samplers")
 
 
-def binary_quadratic_model(biases, edges, couplings):
+def binary_quadratic_model(biases: npt.ArrayLike, edges: npt.ArrayLike,
+                           couplings: npt.ArrayLike) -> dimod.BinaryQuadraticModel:
   """The BINARY dimod BQM with energy E(z): h = −b, J' = −J, offset 0; variables 0…N−1.
 
   Args:
     biases: [N] b.
     edges: [E, 2] unit indices (i, j), or a list of pairs.
     couplings: [E] J, in the order of `edges`.
+
+  Returns:
+    A `dimod.BinaryQuadraticModel` of vartype BINARY, in float64.
+
+  Raises:
+    ImportError: dimod is not installed (the message says how to install it).
   """
   dimod = import_dimod()
   edges = np.asarray(edges, np.int64).reshape(-1, 2)
@@ -67,9 +90,22 @@ def binary_quadratic_model(biases, edges, couplings):
       (edges[:, 0], edges[:, 1], -np.asarray(couplings, np.float64)), 0.0, dimod.BINARY)
 
 
-def sampler_from_path(path):
+def sampler_from_path(path: str) -> dimod.Sampler:
   """An instance of the dimod sampler class at import path `path` ("module.Class"), made with
-  no arguments; a ValueError (one line) when that is not possible."""
+  no arguments; a ValueError (one line) when that is not possible.
+
+  Args:
+    path: the dotted import path of a `dimod.Sampler` subclass, e.g.
+      "dwave.samplers.SimulatedAnnealingSampler".
+
+  Returns:
+    A new instance of that class.
+
+  Raises:
+    ValueError: `path` names no importable `dimod.Sampler` class, or one that cannot be made
+      without arguments.
+    ImportError: dimod is not installed (the message says how to install it).
+  """
   dimod = import_dimod()
   module_name, _, class_name = path.rpartition(".")
   try:
@@ -91,9 +127,19 @@ RESERVED_SAMPLE_KWARGS = {"num_reads": "one read per chain, num_chains",
                           "seed": "derived from each training step's seed"}
 
 
-def check_sample_kwargs(sampler, sample_kwargs):
+def check_sample_kwargs(sampler: dimod.Sampler,
+                        sample_kwargs: collections.abc.Mapping[str, typing.Any]) -> None:
   """Raises a ValueError (one line) for a keyword that `sampler.sample` does not declare, or one
-  of `RESERVED_SAMPLE_KWARGS`."""
+  of `RESERVED_SAMPLE_KWARGS`.
+
+  Args:
+    sampler: the dimod sampler; its `parameters` name the keywords its `sample` takes.
+    sample_kwargs: the keyword arguments meant for `sampler.sample`. Only the keys are checked.
+
+  Raises:
+    ValueError: a reserved keyword, or one the sampler does not take (the message lists those it
+      takes).
+  """
   for key in sample_kwargs:
     if key in RESERVED_SAMPLE_KWARGS:
       raise ValueError(f"dimod sampler argument {key!r} is set by the adapter "
@@ -103,9 +149,22 @@ def check_sample_kwargs(sampler, sample_kwargs):
                        f"{', '.join(sorted(set(sampler.parameters) - set(RESERVED_SAMPLE_KWARGS)))}")
 
 
-def binary_samples(sampleset, num_units):
+def binary_samples(sampleset: dimod.SampleSet, num_units: int) -> np.ndarray:
   """The draws of a dimod SampleSet as [M, num_units] 0/1 float32 rows, variables 0…N−1 in
-  order, each row repeated by its `num_occurrences`."""
+  order, each row repeated by its `num_occurrences`.
+
+  Args:
+    sampleset: the draws, of vartype BINARY or SPIN (SPIN draws are converted to 0/1), over
+      variables that include 0…`num_units` − 1.
+    num_units: N, the number of units of the machine.
+
+  Returns:
+    float32 [M, N] 0/1 states, M the total of `num_occurrences`.
+
+  Raises:
+    ImportError: dimod is not installed (the message says how to install it).
+    ValueError: a variable 0…N−1 is missing from `sampleset`.
+  """
   dimod = import_dimod()
   sampleset = sampleset.change_vartype(dimod.BINARY, inplace=False)
   columns = [sampleset.variables.index(v) for v in range(num_units)]
@@ -126,9 +185,23 @@ def _signed_fields(states, biases, edges, couplings):
   return (2 * states - 1) * fields
 
 
-def pseudo_likelihood_inverse_temperature(states, biases, edges, couplings):
+def pseudo_likelihood_inverse_temperature(states: npt.ArrayLike, biases: npt.ArrayLike,
+                                          edges: npt.ArrayLike,
+                                          couplings: npt.ArrayLike) -> tuple[float, float]:
   """(β̂, standard error): the maximum pseudo-likelihood inverse temperature of `states` [M, N]
-  under the machine (biases [N], edges [E, 2], couplings [E]); see the module docstring."""
+  under the machine (biases [N], edges [E, 2], couplings [E]); see the module docstring.
+
+  Args:
+    states: [M, N] 0/1 draws.
+    biases: [N] b.
+    edges: [E, 2] unit indices (i, j), or a list of pairs.
+    couplings: [E] J, in the order of `edges`.
+
+  Returns:
+    `(beta, stderr)`: β̂ ≥ 0 (0 when the draws are uncorrelated with their fields; the first
+    power of two ≥ `MAX_INVERSE_TEMPERATURE` when PL' is still positive there, effectively
+    ground states), and its sandwich standard error (∞ when PL'' vanishes at β̂).
+  """
   x = _signed_fields(states, biases, edges, couplings)
 
   def slope(beta):  # PL'(β) = Σ x σ(−βx)

@@ -42,6 +42,11 @@ class Structure:
 
   `latent_units` is the paper's default width; the hparams `latent_units` and `hidden_units`
   override the widths while the structure keeps the depths.
+
+  Attributes:
+    num_latent_layers: latent layers, each with its own encoder network.
+    latent_units: the paper's units per latent layer.
+    num_hidden: deterministic hidden layers in every encoder and decoder MLP (0: linear).
   """
   num_latent_layers: int
   latent_units: int
@@ -82,11 +87,18 @@ class ConfigError(ValueError):
   """A configuration value that cannot be used; the message is one line for the user."""
 
 
-def graph_prior_refusal(baseline, num_latent_layers):
+def graph_prior_refusal(baseline: str, num_latent_layers: int) -> str | None:
   """Why `baseline` cannot train with a prior on a hardware graph, or None if it can.
 
   The prior terms that need only the energy, its pairwise part and block mean field work on any
   graph (`dvae.priors`); two are built on the RBM's bipartite split.
+
+  Args:
+    baseline: one of `BASELINES`.
+    num_latent_layers: latent layers of the structure.
+
+  Returns:
+    One line for the user saying why not, or None when the combination can train.
   """
   if baseline == "dvaes_gi":
     return ("dvaes_gi (the Gaussian integral) is implemented for the bipartite RBM only: its λ "
@@ -97,8 +109,21 @@ def graph_prior_refusal(baseline, num_latent_layers):
   return None
 
 
-def default_beta(dataset, struct, baseline):
-  """β of SPEC §6 for a dataset, structure and baseline (for dvaes_gi: the lower bound on λ)."""
+def default_beta(dataset: str, struct: str, baseline: str) -> float:
+  """β of SPEC §6 for a dataset, structure and baseline (for dvaes_gi: the lower bound on λ).
+
+  Args:
+    dataset: a data set with a row in the table, "binarized_mnist" or "omniglot" (see
+      `beta_table_dataset` for the others).
+    struct: one of `STRUCTURES`.
+    baseline: one of `BASELINES`.
+
+  Returns:
+    β from the table.
+
+  Raises:
+    ValueError: the table has no entry for the combination (the message lists what it has).
+  """
   try:
     return BETAS[dataset, struct, baseline]
   except KeyError:
@@ -133,6 +158,9 @@ class HParams:
   Python sees them (`dvae.training.Run.fit`); it changes the speed, never the result. The
   hooks that act per call — time-based checkpoints, stopping on SIGTERM or SIGINT, the training
   clock — then act only between calls, up to that many steps later.
+
+  Every field is one hparam, with the default given below; `HELP` says what each means (the
+  text of `run_training.py --help`).
   """
   dataset: str = "binarized_mnist"
   struct: str = "2-layer-nonlin"
@@ -172,37 +200,43 @@ class HParams:
   likelihood: str = "bernoulli"
 
   @property
-  def structure(self):
+  def structure(self) -> Structure:
+    """The `Structure` named by `struct`."""
     return STRUCTURES[self.struct]
 
   @property
-  def num_latent_layers(self):
+  def num_latent_layers(self) -> int:
+    """Latent layers of the structure."""
     return self.structure.num_latent_layers
 
   @property
-  def num_hidden(self):
+  def num_hidden(self) -> int:
     """Deterministic hidden layers (of `hidden_units` each) in every encoder and decoder MLP."""
     return self.structure.num_hidden
 
   @property
-  def dataset_name(self):
+  def dataset_name(self) -> str:
     """The data set's name in run directories: a published name, or a `.npz` file's stem."""
     if is_data_file(self.dataset):
       return os.path.splitext(os.path.basename(self.dataset))[0]
     return self.dataset
 
   @property
-  def graph_nodes(self):
+  def graph_nodes(self) -> int:
     """Nodes of the whole hardware graph the prior is cut from (0 for the RBM)."""
     return 0 if self.prior == "rbm" else graphs.num_nodes(self.prior, self.graph_size)
 
   @property
-  def dimod_sampler_kwargs(self):
-    """`dimod_sampler_args` as a dict."""
+  def dimod_sampler_kwargs(self) -> dict[str, typing.Any]:
+    """`dimod_sampler_args` as a dict (the keyword arguments of the dimod sampler's `sample`)."""
     return json.loads(self.dimod_sampler_args)
 
-  def to_dict(self):
-    """The resolved values, for results.json."""
+  def to_dict(self) -> dict[str, typing.Any]:
+    """The resolved values, for results.json.
+
+    Returns:
+      Every field by name, as a new dict.
+    """
     return dataclasses.asdict(self)
 
 
@@ -292,7 +326,8 @@ _MAX_SEED = 2**31 - 1
 _MAX_COUNT = 2**31 - 1
 
 
-def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
+def load_hparams(source: str | None = None, overrides: dict[str, typing.Any] | None = None,
+                 hparams_dir: str = HPARAMS_DIR) -> tuple[HParams, list[str]]:
   """Reads, merges, validates and resolves a configuration.
 
   Args:
@@ -367,11 +402,18 @@ def load_hparams(source=None, overrides=None, hparams_dir=HPARAMS_DIR):
   return hparams, notes
 
 
-def for_data(hparams, num_dims):
+def for_data(hparams: HParams, num_dims: int) -> HParams:
   """`hparams` with the evaluation batch resolved for data of `num_dims` pixels per image.
 
   A user's file gets min(1000, EVAL_BATCH_PIXELS // D) images per batch (at least 1), so that
   one batch of the importance-sampled evaluation fits memory whatever D.
+
+  Args:
+    hparams: hparams from `load_hparams`.
+    num_dims: D, the values per image of the loaded data.
+
+  Returns:
+    `hparams` itself when `eval_batch_size` is already set, else a copy with it set.
   """
   if hparams.eval_batch_size is not None:
     return hparams
@@ -379,14 +421,28 @@ def for_data(hparams, num_dims):
       hparams, eval_batch_size=max(1, min(1000, EVAL_BATCH_PIXELS // num_dims)))
 
 
-def is_data_file(dataset):
-  """Whether `dataset` names a user's `.npz` file rather than a published data set."""
+def is_data_file(dataset: str) -> bool:
+  """Whether `dataset` names a user's `.npz` file rather than a published data set.
+
+  Args:
+    dataset: the hparam `dataset`.
+
+  Returns:
+    True when it ends in ".npz" (whether or not the file exists).
+  """
   return dataset.endswith(".npz")
 
 
-def beta_table_dataset(dataset):
+def beta_table_dataset(dataset: str) -> str:
   """The data set whose row of the β table (SPEC §6) gives the default β for `dataset`: its own
-  for the paper's two, MNIST's for dynamic_mnist and for a user's file."""
+  for the paper's two, MNIST's for dynamic_mnist and for a user's file.
+
+  Args:
+    dataset: the hparam `dataset`, a published name or a file path.
+
+  Returns:
+    "binarized_mnist" or "omniglot".
+  """
   return dataset if dataset in ("binarized_mnist", "omniglot") else "binarized_mnist"
 
 

@@ -139,24 +139,41 @@ class Dataset:
   `train` holds grey levels in [0, 1] when `dynamic_binarization` is set, else 0/1; `valid` and
   `test` are always 0/1. `train_mean` [D] is the per-pixel mean of `train`, the x̄ of the
   encoder's centring and the decoder's bias (SPEC §4). `image_shape` is (H, W) when each row is
-  a row-major H×W image, None for flat data (which then has no image summaries).
+  a row-major H×W image, None for flat data (which then has no image summaries). With a
+  Gaussian or categorical likelihood (a user's file, binarization "none") all three splits hold
+  the file's values as they are.
+
+  Attributes:
+    train: float32 [N_train, D] training images.
+    valid: float32 [N_valid, D] validation images.
+    test: float32 [N_test, D] test images.
+    train_mean: float32 [D] per-pixel mean of `train`.
+    dynamic_binarization: whether `train` is binarized afresh in every batch.
+    image_shape: (H, W) with H·W = D, or None.
   """
   train: np.ndarray
   valid: np.ndarray
   test: np.ndarray
   train_mean: np.ndarray
   dynamic_binarization: bool
-  image_shape: tuple | None = None
+  image_shape: tuple[int, int] | None = None
 
   @property
-  def num_dims(self):
+  def num_dims(self) -> int:
     """D, the pixels per image."""
     return self.train.shape[1]
 
 
-def fingerprint(dataset):
+def fingerprint(dataset: Dataset) -> str:
   """16 hex digits of the SHA-256 of a `Dataset`'s splits (shape, dtype and bytes of each) and
-  its binarization: a run's data, as part of its identity (`dvae.runs.open_run`)."""
+  its binarization: a run's data, as part of its identity (`dvae.runs.open_run`).
+
+  Args:
+    dataset: the loaded data.
+
+  Returns:
+    16 lowercase hex digits.
+  """
   digest = hashlib.sha256()
   for x in (dataset.train, dataset.valid, dataset.test):
     x = np.ascontiguousarray(x)
@@ -166,14 +183,21 @@ def fingerprint(dataset):
   return digest.hexdigest()[:16]
 
 
-def default_data_root():
-  """Where published files go without `data_dir`: $DVAE_DATA_DIR, else ~/.dvae/datasets."""
+def default_data_root() -> str:
+  """Where published files go without `data_dir`: $DVAE_DATA_DIR, else ~/.dvae/datasets.
+
+  Returns:
+    The folder that holds one folder per published data set (not created here).
+  """
   return os.environ.get("DVAE_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".dvae",
                                                          "datasets")
 
 
-def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=CHECKSUMS,
-                 urls=URLS, likelihood="bernoulli"):
+def load_dataset(name: str, data_dir: str | None = None, verify: bool = True,
+                 binarization: str | None = None,
+                 checksums: collections.abc.Mapping[str, str] = CHECKSUMS,
+                 urls: collections.abc.Mapping[str, str] = URLS,
+                 likelihood: str = "bernoulli") -> Dataset:
   """Loads, checks, splits and binarizes one data set (see the module docstring).
 
   Args:
@@ -187,8 +211,12 @@ def load_dataset(name, data_dir=None, verify=True, binarization=None, checksums=
       "gaussian" (any finite real values) or "categorical" (integer levels 0, 1, …), kept as
       they are.
 
+  Returns:
+    The `Dataset`, its splits float32 [N, D].
+
   Raises:
     DataError: files missing (and not downloadable), not matching their hash, or malformed.
+    ValueError: an unknown `name` or `binarization`.
   """
   loaders = {"binarized_mnist": _load_binarized_mnist, "omniglot": _load_omniglot,
              "dynamic_mnist": _load_dynamic_mnist}
@@ -250,10 +278,23 @@ class _Files:
   checksums: collections.abc.Mapping
   urls: collections.abc.Mapping
 
-  def read(self, folder, names, alternative=None):
+  def read(self, folder: str, names: collections.abc.Sequence[str],
+           alternative: str | None = None) -> dict[str, bytes]:
     """{name: bytes} of the files in `folder`, downloading the missing ones; each verified.
 
     `alternative` names a file that would do instead, for the message when they are missing.
+
+    Args:
+      folder: the data set's folder.
+      names: published file names (keys of `checksums` and `urls`).
+      alternative: a file that would do instead of them all, or None.
+
+    Returns:
+      Each file's content by name.
+
+    Raises:
+      DataError: a file missing and not downloadable, unreadable, or not matching its hash
+        (under `verify`; a download must always match).
     """
     missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
     if missing:
@@ -270,8 +311,18 @@ class _Files:
                  remedy=f"replace it with the published file ({self.urls[name]})")
     return contents
 
-  def check(self, key, content, described, remedy):
-    """Compares `content` with the published digest of `key` under the verify policy."""
+  def check(self, key: str, content: bytes, described: str, remedy: str) -> None:
+    """Compares `content` with the published digest of `key` under the verify policy.
+
+    Args:
+      key: a key of `checksums`.
+      content: the bytes to check.
+      described: what they are, for the message (e.g. a path).
+      remedy: what the user can do about a mismatch, for the message.
+
+    Raises:
+      DataError: a mismatch under `verify`; without it a mismatch is a logged warning.
+    """
     mismatch = self._mismatch(key, content)
     if mismatch is None:
       return
@@ -672,8 +723,10 @@ def _unreadable_npz(described, error):
 # tf.data
 
 
-def train_dataset(dataset, batch_size, seed, start_step=0):
-  """Endless batches of training images, float32 [batch_size, 784] with values in {0, 1}.
+def train_dataset(dataset: Dataset, batch_size: int, seed: int,
+                  start_step: int = 0) -> tf.data.Dataset:
+  """Endless batches of training images, float32 [batch_size, D] with values in {0, 1} (the
+  data's own values with a Gaussian or categorical likelihood).
 
   Each epoch visits the training set in a fresh permutation and batches run on across epoch
   boundaries, so every batch is full. Grey training images (`dynamic_binarization`) are
@@ -688,6 +741,12 @@ def train_dataset(dataset, batch_size, seed, start_step=0):
     batch_size: images per batch, ≥ 1.
     seed: a non-negative int below 2**63.
     start_step: the number of the first batch, ≥ 0.
+
+  Returns:
+    An infinite `tf.data.Dataset` of float32 [batch_size, D] tensors.
+
+  Raises:
+    ValueError: `batch_size`, `seed` or `start_step` out of range.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -726,9 +785,20 @@ def train_dataset(dataset, batch_size, seed, start_step=0):
           .prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(images, batch_size):
+def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
   """The images of one fixed split in order, float32 batches of `batch_size` (the last may be
-  smaller unless `batch_size` divides the split, as `config` ensures for the published ones)."""
+  smaller unless `batch_size` divides the split, as `config` ensures for the published ones).
+
+  Args:
+    images: [N, D] images of one split (e.g. `Dataset.valid`).
+    batch_size: images per batch, ≥ 1.
+
+  Returns:
+    A finite `tf.data.Dataset` of float32 [≤ batch_size, D] tensors, ⌈N / batch_size⌉ of them.
+
+  Raises:
+    ValueError: `batch_size` < 1.
+  """
   if batch_size < 1:
     raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
   return (tf.data.Dataset.from_tensor_slices(np.asarray(images, np.float32))

@@ -9,12 +9,13 @@ are used, so that a missing one costs a single line saying what to install.
 
 import importlib
 import importlib.util
+import types
 
 INSTALL_HINT = ('pip install -r requirements-dwave.txt (dimod, dwave-samplers, dwave-graphs, '
                 'networkx), or pip install ".[dwave]"')
 
 
-def require(module, feature):
+def require(module: str, feature: str) -> types.ModuleType:
   """The module named `module`, imported for `feature`.
 
   Args:
@@ -33,8 +34,17 @@ def require(module, feature):
     raise ImportError(f"{feature} need the optional D-Wave packages: {INSTALL_HINT}") from None
 
 
-def available(module):
-  """Whether `module` (a dotted name) can be imported, without importing it."""
+def available(module: str) -> bool:
+  """Whether `module` (a dotted name) can be imported, without importing it.
+
+  Only the parent packages of a dotted name are imported, to find its spec.
+
+  Args:
+    module: an importable name, e.g. "dimod" or "dwave.graphs".
+
+  Returns:
+    True when the module is installed.
+  """
   try:
     return importlib.util.find_spec(module) is not None
   except ModuleNotFoundError:  # A parent package is missing.

@@ -146,12 +146,12 @@ class _OnInterval(tfd.AutoCompositeTensorDistribution):
   _probability_parameters = ()
 
   @property
-  def low(self):
+  def low(self) -> float:
     """Lower end of the support (a Python float)."""
     return self._low
 
   @property
-  def high(self):
+  def high(self) -> float:
     """Upper end of the support (a Python float)."""
     return self._high
 
@@ -229,7 +229,15 @@ class _BetaSmoothing(_Smoothing):
 
   _positive_parameters = ("beta",)
 
-  def __init__(self, beta, validate_args=False, allow_nan_stats=True, name=None):
+  def __init__(self, beta: float | tf.Tensor | tf.Variable, validate_args: bool = False,
+               allow_nan_stats: bool = True, name: str | None = None):
+    """Builds r(ζ|z=0) of sharpness β.
+
+    Args:
+      beta: β > 0: a Python number, or a float tensor or variable whose shape is the batch shape.
+      validate_args, allow_nan_stats, name: as for every `tfd.Distribution` (`name` defaults to
+        the class's).
+    """
     parameters = dict(locals())
     with tf.name_scope(name or type(self).__name__) as name:
       dtype = dtype_util.common_dtype([beta], dtype_hint=tf.float32)
@@ -245,7 +253,8 @@ class _BetaSmoothing(_Smoothing):
         default_constraining_bijector_fn=lambda: _positive(dtype)))
 
   @property
-  def beta(self):
+  def beta(self) -> tf.Tensor | tf.Variable:
+    """The sharpness β (a variable stays a variable)."""
     return self._beta
 
 
@@ -353,8 +362,16 @@ class GaussianSmoothing(_Smoothing):
   _high = np.inf
   _positive_parameters = ("scale",)
 
-  def __init__(self, loc, scale, validate_args=False, allow_nan_stats=True,
-               name="GaussianSmoothing"):
+  def __init__(self, loc: float | tf.Tensor | tf.Variable, scale: float | tf.Tensor | tf.Variable,
+               validate_args: bool = False, allow_nan_stats: bool = True,
+               name: str = "GaussianSmoothing"):
+    """Builds N(ζ; μ, σ²).
+
+    Args:
+      loc: the mean μ; broadcasts with `scale` to the batch shape.
+      scale: the standard deviation σ > 0.
+      validate_args, allow_nan_stats, name: as for every `tfd.Distribution`.
+    """
     parameters = dict(locals())
     with tf.name_scope(name) as name:
       dtype = dtype_util.common_dtype([loc, scale], dtype_hint=tf.float32)
@@ -373,11 +390,13 @@ class GaussianSmoothing(_Smoothing):
                     default_constraining_bijector_fn=lambda: _positive(dtype)))
 
   @property
-  def loc(self):
+  def loc(self) -> tf.Tensor | tf.Variable:
+    """The mean μ (a variable stays a variable)."""
     return self._loc
 
   @property
-  def scale(self):
+  def scale(self) -> tf.Tensor | tf.Variable:
+    """The standard deviation σ (a variable stays a variable)."""
     return self._scale
 
   def _log_density(self, x):
@@ -414,8 +433,16 @@ class UniformExponentialSmoothing(_Smoothing):
   _positive_parameters = ("beta",)
   _probability_parameters = ("eps",)
 
-  def __init__(self, beta, eps=0.05, validate_args=False, allow_nan_stats=True,
-               name="UniformExponentialSmoothing"):
+  def __init__(self, beta: float | tf.Tensor | tf.Variable,
+               eps: float | tf.Tensor | tf.Variable = 0.05, validate_args: bool = False,
+               allow_nan_stats: bool = True, name: str = "UniformExponentialSmoothing"):
+    """Builds the mixture of U[0, 1] (weight ε) and the truncated exponential of sharpness β.
+
+    Args:
+      beta: β > 0 of the exponential component; broadcasts with `eps` to the batch shape.
+      eps: the uniform component's weight ε, in (0, 1).
+      validate_args, allow_nan_stats, name: as for every `tfd.Distribution`.
+    """
     parameters = dict(locals())
     with tf.name_scope(name) as name:
       dtype = dtype_util.common_dtype([beta, eps], dtype_hint=tf.float32)
@@ -436,11 +463,13 @@ class UniformExponentialSmoothing(_Smoothing):
             default_constraining_bijector_fn=tfp.bijectors.Sigmoid))
 
   @property
-  def beta(self):
+  def beta(self) -> tf.Tensor | tf.Variable:
+    """The sharpness β of the exponential component (a variable stays a variable)."""
     return self._beta
 
   @property
-  def eps(self):
+  def eps(self) -> tf.Tensor | tf.Variable:
+    """The weight ε of the uniform component (a variable stays a variable)."""
     return self._eps
 
   def _log_density(self, x):
@@ -477,17 +506,30 @@ class _Relaxation(_OnInterval):
   """
 
   @property
-  def logits(self):
+  def logits(self) -> tf.Tensor | tf.Variable:
     """The logits l of q(z=1|x) = σ(l)."""
     return self._logits
 
-  def conditional_probs(self, zeta, name="conditional_probs"):
-    """q(z=1|ζ, x) = q r(ζ|1) / ((1 − q) r(ζ|0) + q r(ζ|1)) = σ(l + log r(ζ|1) − log r(ζ|0))."""
+  def conditional_probs(self, zeta: tf.Tensor,
+                        name: str = "conditional_probs") -> tf.Tensor:
+    """q(z=1|ζ, x) = q r(ζ|1) / ((1 − q) r(ζ|0) + q r(ζ|1)) = σ(l + log r(ζ|1) − log r(ζ|0)).
+
+    Args:
+      zeta: ζ in the support, broadcastable with `logits` (e.g. a sample).
+      name: name scope of the ops.
+
+    Returns:
+      The probabilities, elementwise in the broadcast shape of `zeta` and `logits`.
+    """
     with tf.name_scope(name):
       return tf.sigmoid(self.logits + self.log_ratio(zeta))
 
-  def discrete(self):
-    """The factorial Bernoulli q(z|x) that ζ relaxes (binary int32 samples, as tfd.Bernoulli)."""
+  def discrete(self) -> tfd.Bernoulli:
+    """The factorial Bernoulli q(z|x) that ζ relaxes (binary int32 samples, as tfd.Bernoulli).
+
+    Returns:
+      A `tfd.Bernoulli` with this distribution's `logits`.
+    """
     return tfd.Bernoulli(logits=self.logits)
 
 
@@ -517,8 +559,9 @@ class OverlappingMixture(_Relaxation):
   ```
   """
 
-  def __init__(self, logits, smoothing, mirrored=True, validate_args=False, allow_nan_stats=True,
-               name="OverlappingMixture"):
+  def __init__(self, logits: tf.Tensor | tf.Variable, smoothing: _Smoothing,
+               mirrored: bool = True, validate_args: bool = False, allow_nan_stats: bool = True,
+               name: str = "OverlappingMixture"):
     """Builds the mixture.
 
     Args:
@@ -544,22 +587,23 @@ class OverlappingMixture(_Relaxation):
                 smoothing=tfp.util.BatchedComponentProperties())
 
   @property
-  def smoothing(self):
+  def smoothing(self) -> _Smoothing:
     """r(ζ|z=0)."""
     return self._smoothing
 
   @property
-  def mirrored(self):
+  def mirrored(self) -> bool:
+    """True if r(ζ|1) = r(1 − ζ|0) (mirrored), False if r(ζ|1) = r(ζ − 1|0) (shifted)."""
     return self._mirrored
 
   @property
-  def low(self):
+  def low(self) -> float:
     """Lower end of the support: the lower of those of r(ζ|0) and r(ζ|1)."""
     low, high = self.smoothing.low, self.smoothing.high
     return min(low, 1. - high if self._mirrored else low + 1.)
 
   @property
-  def high(self):
+  def high(self) -> float:
     """Upper end of the support: the higher of those of r(ζ|0) and r(ζ|1)."""
     low, high = self.smoothing.low, self.smoothing.high
     return max(high, 1. - low if self._mirrored else high + 1.)
@@ -579,13 +623,30 @@ class OverlappingMixture(_Relaxation):
       return self.smoothing.survival_function(1. - x)
     return self.smoothing.cdf(x - 1.)
 
-  def smoothing_log_prob(self, zeta, name="smoothing_log_prob"):
-    """log r(ζ|z=0), elementwise."""
+  def smoothing_log_prob(self, zeta: tf.Tensor,
+                         name: str = "smoothing_log_prob") -> tf.Tensor:
+    """log r(ζ|z=0), elementwise.
+
+    Args:
+      zeta: ζ, broadcastable with `logits`.
+      name: name scope of the ops.
+
+    Returns:
+      log r(ζ|0) in the broadcast shape of `zeta` and `logits` (−∞ outside r's support).
+    """
     with tf.name_scope(name):
       return self.smoothing.log_prob(zeta) * tf.ones_like(self.logits)
 
-  def log_ratio(self, zeta, name="log_ratio"):
-    """b(ζ) = log r(ζ|z=1) − log r(ζ|z=0), elementwise (NaN where both densities vanish)."""
+  def log_ratio(self, zeta: tf.Tensor, name: str = "log_ratio") -> tf.Tensor:
+    """b(ζ) = log r(ζ|z=1) − log r(ζ|z=0), elementwise (NaN where both densities vanish).
+
+    Args:
+      zeta: ζ, broadcastable with `logits`.
+      name: name scope of the ops.
+
+    Returns:
+      b(ζ) in the broadcast shape of `zeta` and `logits`.
+    """
     with tf.name_scope(name):
       zeta = tf.convert_to_tensor(zeta, dtype=self.dtype)
       return (self.smoothing.log_prob(self._to_component_zero(zeta))
@@ -647,8 +708,16 @@ class SpikeAndExponential(_Relaxation):
   ```
   """
 
-  def __init__(self, logits, beta, validate_args=False, allow_nan_stats=True,
-               name="SpikeAndExponential"):
+  def __init__(self, logits: tf.Tensor | tf.Variable, beta: float | tf.Tensor | tf.Variable,
+               validate_args: bool = False, allow_nan_stats: bool = True,
+               name: str = "SpikeAndExponential"):
+    """Builds the relaxation.
+
+    Args:
+      logits: float tensor, the logits l of q(z=1|x); broadcasts with `beta` to the batch shape.
+      beta: β > 0 of the exponential slab r(ζ|1).
+      validate_args, allow_nan_stats, name: as for every `tfd.Distribution`.
+    """
     parameters = dict(locals())
     with tf.name_scope(name) as name:
       dtype = dtype_util.common_dtype([logits, beta], dtype_hint=tf.float32)
@@ -667,7 +736,8 @@ class SpikeAndExponential(_Relaxation):
                     default_constraining_bijector_fn=lambda: _positive(dtype)))
 
   @property
-  def beta(self):
+  def beta(self) -> tf.Tensor | tf.Variable:
+    """The sharpness β of the slab (a variable stays a variable)."""
     return self._beta
 
   _positive_parameters = ("beta",)
@@ -675,15 +745,33 @@ class SpikeAndExponential(_Relaxation):
   def _probs(self):
     return tf.clip_by_value(tf.sigmoid(self.logits), _SPIKE_PROB_CLIP, 1. - _SPIKE_PROB_CLIP)
 
-  def smoothing_log_prob(self, zeta, name="smoothing_log_prob"):
-    """log r(ζ|z=0): 0 on the spike, log 0 (as −1e30) elsewhere."""
+  def smoothing_log_prob(self, zeta: tf.Tensor,
+                         name: str = "smoothing_log_prob") -> tf.Tensor:
+    """log r(ζ|z=0): 0 on the spike, log 0 (as −1e30) elsewhere.
+
+    Args:
+      zeta: ζ, broadcastable with `logits`.
+      name: name scope of the ops.
+
+    Returns:
+      0 where ζ ≤ 0 and −1e30 where ζ > 0, in the broadcast shape of `zeta` and `logits`.
+    """
     with tf.name_scope(name):
       zeta = tf.convert_to_tensor(zeta, dtype=self.dtype)
       log_zero = tf.constant(_LOG_ZERO, self.dtype)
       return tf.where(zeta > 0., log_zero, 0.) * tf.ones_like(self.logits)
 
-  def log_ratio(self, zeta, name="log_ratio"):
-    """log r(ζ|1) − log r(ζ|0) = ±∞ (as ∓1e30), the sign telling the spike from the slab."""
+  def log_ratio(self, zeta: tf.Tensor, name: str = "log_ratio") -> tf.Tensor:
+    """log r(ζ|1) − log r(ζ|0) = ±∞ (as ∓1e30), the sign telling the spike from the slab.
+
+    Args:
+      zeta: ζ, broadcastable with `logits`.
+      name: name scope of the ops.
+
+    Returns:
+      1e30 where ζ > 0 (the slab) and −1e30 where ζ ≤ 0 (the spike), in the broadcast shape of
+      `zeta` and `logits`.
+    """
     with tf.name_scope(name):
       zeta = tf.convert_to_tensor(zeta, dtype=self.dtype)
       log_zero = tf.constant(_LOG_ZERO, self.dtype)
@@ -733,7 +821,7 @@ def _check_keywords(name, kw, allowed):
 
 
 def smoothing(name: str, beta: float | tf.Tensor, validate_args: bool = False,
-              **kw) -> tfd.Distribution:
+              **kw: float | tf.Tensor) -> tfd.Distribution:
   """The smoothing distribution r(ζ|z=0) of family `name`, parameterized by β (SPEC §2).
 
   Args:
@@ -771,7 +859,7 @@ def smoothing(name: str, beta: float | tf.Tensor, validate_args: bool = False,
 
 
 def posterior(name: str, logits: tf.Tensor, beta: float | tf.Tensor | None = None,
-              validate_args: bool = False, **kw) -> tfd.Distribution:
+              validate_args: bool = False, **kw: float | tf.Tensor) -> tfd.Distribution:
   """The relaxed posterior q(ζ|x) for Bernoulli logits `logits` (batch shape = logits' shape).
 
   Args:

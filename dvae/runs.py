@@ -32,6 +32,8 @@ before TensorFlow loads.
     lock.close()
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import errno
@@ -39,6 +41,12 @@ import fcntl
 import hashlib
 import json
 import os
+import typing
+
+if typing.TYPE_CHECKING:
+  from collections.abc import Callable, Mapping, Sequence
+
+  from dvae import config
 
 CONFIG = "config.json"
 LOCK = "lock"
@@ -89,8 +97,15 @@ class RunError(Exception):
   """A run that cannot start as asked; the message is one line for the user (exit status 2)."""
 
 
-def identity(hparams):
-  """The result-changing hparams of a configuration, as a dict."""
+def identity(hparams: config.HParams) -> dict[str, typing.Any]:
+  """The result-changing hparams of a configuration, as a dict.
+
+  Args:
+    hparams: the configuration.
+
+  Returns:
+    Every field except those of `RESUME_SAFE`, by name.
+  """
   return {key: value for key, value in dataclasses.asdict(hparams).items()
           if key not in RESUME_SAFE}
 
@@ -101,11 +116,17 @@ def _path_components(hparams):
           for key in PATH_KEYS}
 
 
-def digest(hparams):
+def digest(hparams: config.HParams) -> str:
   """8 hex digits of the result-changing hparams that the path does not spell.
 
   A value counts when it differs from the field's default, or when the path cannot spell it
   exactly (a dataset given as a file path).
+
+  Args:
+    hparams: the configuration.
+
+  Returns:
+    `DIGEST_LENGTH` lowercase hex digits of a SHA-256.
   """
   defaults = {field.name: field.default for field in dataclasses.fields(hparams)}
   spelled = {key for key, name in _path_components(hparams).items()
@@ -116,15 +137,33 @@ def digest(hparams):
   return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
 
 
-def run_directory(hparams):
-  """`<log_dir>/<dataset>/<struct>/<baseline>/k<k>/seed<seed>-<digest>` of a configuration."""
+def run_directory(hparams: config.HParams) -> str:
+  """`<log_dir>/<dataset>/<struct>/<baseline>/k<k>/seed<seed>-<digest>` of a configuration.
+
+  Args:
+    hparams: the configuration.
+
+  Returns:
+    The run directory's path, relative when `log_dir` is.
+  """
   dataset, struct, baseline, k, seed = _path_components(hparams).values()
   return os.path.join(hparams.log_dir, dataset, struct, baseline, f"k{k}",
                       f"seed{seed}-{digest(hparams)}")
 
 
-def read_config(directory):
-  """The stored hparams of the run in `directory` as a dict, or None when it has none."""
+def read_config(directory: str) -> dict[str, typing.Any] | None:
+  """The stored hparams of the run in `directory` as a dict, or None when it has none.
+
+  Args:
+    directory: a run directory.
+
+  Returns:
+    The content of its `CONFIG` (with the data's fingerprint, if stored), or None when the file
+    does not exist.
+
+  Raises:
+    RunError: the file exists but cannot be read, or is not a JSON object.
+  """
   path = os.path.join(directory, CONFIG)
   try:
     with open(path, encoding="utf-8") as f:
@@ -139,12 +178,21 @@ def read_config(directory):
   return stored
 
 
-def differences(stored, hparams):
+def differences(stored: Mapping[str, typing.Any], hparams: config.HParams
+                ) -> tuple[list[tuple[str, typing.Any, typing.Any]],
+                           list[tuple[str, typing.Any, typing.Any]]]:
   """(mismatched, changed) between a stored configuration and `hparams`.
 
   Each is a list of (key, stored value, new value): `mismatched` for result-changing hparams,
   `changed` for resume-safe ones. A key the stored file lacks (a field added after the run was
   made) counts as its default.
+
+  Args:
+    stored: a stored configuration (`read_config`); keys that are not fields are ignored.
+    hparams: the configuration of this command.
+
+  Returns:
+    `(mismatched, changed)`, each in the order of the fields.
   """
   defaults = {field.name: field.default for field in dataclasses.fields(hparams)}
   mismatched, changed = [], []
@@ -166,17 +214,36 @@ def _refuse_mismatch(directory, mismatched):
                  "give the run's values, or move that directory away to start anew")
 
 
-def is_disk_full(error):
-  """Whether `error` (an OSError, or TensorFlow's error of a failed write) says the disk is full."""
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error` (an OSError, or TensorFlow's error of a failed write) says the disk is full.
+
+  Args:
+    error: the exception; its `errno` (ENOSPC, EDQUOT) or its message is read.
+
+  Returns:
+    True when it says the disk or the quota is full.
+  """
   return (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
           or "No space left on device" in str(error) or "Disk quota exceeded" in str(error))
 
 
-def open_no_follow(path, flags, mode=0o644):
+def open_no_follow(path: str, flags: int, mode: int = 0o644) -> typing.TextIO:
   """`os.open(path, flags | O_NOFOLLOW)` as a file object (text, UTF-8); a link is a RunError.
 
   `flags` decides the mode of the file object: O_RDONLY reads, O_APPEND appends, O_RDWR reads
   and writes, O_WRONLY writes.
+
+  Args:
+    path: the file.
+    flags: `os.O_*` flags; O_NOFOLLOW and O_CLOEXEC are added.
+    mode: permissions of a file that O_CREAT creates.
+
+  Returns:
+    The open text file object, which the caller closes.
+
+  Raises:
+    RunError: `path` is a symbolic link.
+    OSError: any other failure of `os.open`.
   """
   try:
     descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -190,8 +257,15 @@ def open_no_follow(path, flags, mode=0o644):
   return os.fdopen(descriptor, access, encoding="utf-8")
 
 
-def refuse_links(directory):
-  """Raises RunError when a file or folder of the run in `directory` (`RUN_ENTRIES`) is a link."""
+def refuse_links(directory: str) -> None:
+  """Raises RunError when a file or folder of the run in `directory` (`RUN_ENTRIES`) is a link.
+
+  Args:
+    directory: a run directory.
+
+  Raises:
+    RunError: naming the first link found.
+  """
   for name in RUN_ENTRIES:
     path = os.path.join(directory, name)
     if os.path.islink(path):
@@ -199,11 +273,20 @@ def refuse_links(directory):
                      "program writes there: remove the link or move the run directory away")
 
 
-def write_json_atomically(path, content):
+def write_json_atomically(path: str, content: typing.Any) -> None:
   """Writes JSON to a new temporary file and renames it, so `path` is never half-written.
 
   The temporary file is created exclusively (never through a link) and removed when writing
   fails; a full disk is a RunError that says so.
+
+  Args:
+    path: the file to write; its folder is created if missing.
+    content: a JSON-able value, written indented with sorted keys.
+
+  Raises:
+    RunError: the disk is full.
+    OSError: any other failure to write.
+    TypeError: `content` is not JSON-able.
   """
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   temporary = f"{path}.tmp-{os.getpid()}"
@@ -222,7 +305,7 @@ def write_json_atomically(path, content):
     raise
 
 
-def check_writable(directory, flag):
+def check_writable(directory: str, flag: str) -> None:
   """Raises RunError unless `directory` exists writable or could be created; leaves nothing.
 
   An existing folder is asked through access(2) (which also sees a read-only mount). A missing
@@ -233,6 +316,9 @@ def check_writable(directory, flag):
   Args:
     directory: the folder to check.
     flag: the hparam that named it, for the message (e.g. "log_dir").
+
+  Raises:
+    RunError: naming the folder, the nearest existing level and the reason.
   """
   target = os.path.abspath(directory)
   existing, first_missing = target, None
@@ -261,14 +347,29 @@ def _inside(path, folder):
   return os.path.commonpath([path, folder]) == folder
 
 
-def is_export(path):
-  """Whether `path` is a directory (not a link) that `dvae.export.export_model` wrote."""
+def is_export(path: str) -> bool:
+  """Whether `path` is a directory (not a link) that `dvae.export.export_model` wrote.
+
+  Args:
+    path: any path.
+
+  Returns:
+    True when it holds `EXPORT_MARKER` and is not a symbolic link.
+  """
   return not os.path.islink(path) and os.path.isfile(os.path.join(path, EXPORT_MARKER))
 
 
-def check_export_dir(export_dir, log_dir, overwrite):
+def check_export_dir(export_dir: str, log_dir: str, overwrite: bool) -> None:
   """Raises RunError unless `export_dir` may be written: new, or (with `overwrite`) an earlier
   export of this project (it holds `EXPORT_MARKER`), and never `log_dir`, inside it, or above it.
+
+  Args:
+    export_dir: where the SavedModel would be written.
+    log_dir: the root of the run directories.
+    overwrite: whether an earlier export there may be replaced.
+
+  Raises:
+    RunError: with the one-line reason.
   """
   if _inside(log_dir, export_dir) or _inside(export_dir, log_dir):
     raise RunError(f"export_dir {export_dir} is the log_dir {log_dir}, inside it or above it; "
@@ -310,27 +411,45 @@ class RunLock:
     resumed: whether the directory already held this run's configuration.
   """
 
-  def __init__(self, directory, lock_file, resumed):
+  def __init__(self, directory: str, lock_file: typing.TextIO | None, resumed: bool):
+    """Holds the lock that the caller took.
+
+    Args:
+      directory: the run directory.
+      lock_file: the open, locked lock file, which `close` closes; None for a worker of a
+        multi-worker run, which holds no lock.
+      resumed: whether the directory already held this run's configuration.
+    """
     self.directory = directory
     self._lock_file = lock_file
     self.resumed = resumed
 
-  def close(self):
-    """Releases the lock (the lock file stays; its lock, not its presence, marks a run in use)."""
+  def close(self) -> None:
+    """Releases the lock (the lock file stays; its lock, not its presence, marks a run in use).
+
+    Closing again does nothing.
+    """
     if self._lock_file is not None:
       self._lock_file.close()
       self._lock_file = None
 
-  def __enter__(self):
+  def __enter__(self) -> RunLock:
     return self
 
-  def __exit__(self, *exc_info):
+  def __exit__(self, *exc_info: object) -> None:
     self.close()
 
 
-def check_tf_config(environ=os.environ):
+def check_tf_config(environ: Mapping[str, str] = os.environ) -> None:
   """Raises RunError unless `TF_CONFIG` describes a cluster: {"cluster": {type: [host:port,
-  ...]}, "task": {"type": type, "index": i}} with the task among the cluster's."""
+  ...]}, "task": {"type": type, "index": i}} with the task among the cluster's.
+
+  Args:
+    environ: the environment variables to read `TF_CONFIG` from.
+
+  Raises:
+    RunError: `TF_CONFIG` is unset, empty or malformed (the message shows the expected form).
+  """
   text = environ.get("TF_CONFIG")
   form = ('TF_CONFIG must be a JSON object such as {"cluster": {"worker": ["host1:port", '
           '"host2:port"]}, "task": {"type": "worker", "index": 0}}')
@@ -351,11 +470,14 @@ def check_tf_config(environ=os.environ):
     raise RunError(f"TF_CONFIG {shown!r} is malformed; {form}, the task one of the cluster's")
 
 
-def is_chief():
+def is_chief() -> bool:
   """Whether this process leads its training cluster (always, unless TF_CONFIG says otherwise).
 
   In the `TF_CONFIG` of a multi-worker run, the chief is the task of type "chief", or worker 0
   when the cluster has no "chief".
+
+  Returns:
+    True for the chief, and when `TF_CONFIG` is unset or unreadable.
   """
   try:
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
@@ -366,7 +488,8 @@ def is_chief():
   return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
-def open_run(hparams, log=print, data_fingerprint=None):
+def open_run(hparams: config.HParams, log: Callable[[str], object] = print,
+             data_fingerprint: str | None = None) -> RunLock:
   """Opens the run of `hparams` for training: checks, locks, stores the configuration.
 
   Refusals come before anything is written: a directory that cannot be created, a stored
@@ -453,7 +576,8 @@ def _check_stored(directory, stored, hparams, data_fingerprint):
   return mismatched, changed
 
 
-def newest_readable(checkpoints, verify, log):
+def newest_readable(checkpoints: Sequence[str], verify: Callable[[str], object],
+                    log: Callable[[str], object]) -> str | None:
   """The newest checkpoint that `verify` accepts; damaged newer ones are skipped with a warning.
 
   Args:
@@ -491,8 +615,14 @@ CGROUP_MEMORY_FILES = (
 )
 
 
-def available_memory():
-  """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit if any."""
+def available_memory() -> int:
+  """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit if any.
+
+  Returns:
+    The bytes: MemAvailable of /proc/meminfo (without it, sysconf's available or physical
+    pages), capped at the limit of the process's memory cgroup (v2 or v1), if it has one, minus
+    the cgroup's usage.
+  """
   available = None
   try:
     with open("/proc/meminfo", encoding="ascii") as f:
@@ -521,7 +651,8 @@ def available_memory():
   return available
 
 
-def memory_needed(hparams, num_inputs, eval_rows, data_values=0):
+def memory_needed(hparams: config.HParams, num_inputs: int, eval_rows: int,
+                  data_values: int = 0) -> dict[str, tuple[int, tuple[str, ...]]]:
   """Estimated peak bytes of one training process, by what drives them.
 
   A row is one image, or one of its K copies. With D inputs and the network width
@@ -547,7 +678,8 @@ def memory_needed(hparams, num_inputs, eval_rows, data_values=0):
     data_values: values of the data's three splits together (Σ N·D).
 
   Returns:
-    dict: label → (bytes, the flags that set them).
+    dict: label → (bytes, the flags that set them, e.g. ("--num_chains",); empty for the
+    TensorFlow runtime).
   """
   units, layers = hparams.latent_units, hparams.num_latent_layers
   hidden = 3 * hparams.num_hidden * getattr(hparams, "hidden_units", 200)
@@ -599,8 +731,20 @@ def _gib(num_bytes):
   return f"{num_bytes / 2**30:.1f} GiB"
 
 
-def check_memory(hparams, num_inputs, eval_rows, available=None, data_values=0):
-  """Raises RunError when `memory_needed` exceeds the available memory, naming what to lower."""
+def check_memory(hparams: config.HParams, num_inputs: int, eval_rows: int,
+                 available: int | None = None, data_values: int = 0) -> None:
+  """Raises RunError when `memory_needed` exceeds the available memory, naming what to lower.
+
+  Args:
+    hparams: a `dvae.config.HParams`.
+    num_inputs: D, the data's dimension.
+    eval_rows: images × samples of one evaluation call.
+    available: the bytes available; None for `available_memory()`.
+    data_values: values of the data's three splits together (Σ N·D).
+
+  Raises:
+    RunError: naming the total, its largest part and the flags that lower that part.
+  """
   needed = memory_needed(hparams, num_inputs, eval_rows, data_values)
   available = available_memory() if available is None else available
   total = sum(size for size, _ in needed.values())
