@@ -47,7 +47,7 @@ def image_summaries(model, images, image_shape, prefix=""):
   images = tf.constant(images[:50])
   pairs = tf.reshape(tf.stack([images, model(images)], axis=1), [-1, model.num_dims])
   tf.summary.image(f"{prefix}inputs_and_reconstructions", image_tiles(pairs, 10, 10, image_shape))
-  samples = model.generate(min(100, model.rbm.num_chains))
+  samples = model.generate(min(100, model.prior_machine.num_chains))
   tf.summary.image(f"{prefix}samples", image_tiles(samples, 10, 10, image_shape))
 
 
@@ -88,8 +88,8 @@ class Evaluation(keras.callbacks.Callback):
       return
     model = self.model
     test = evaluation.evaluate(model, self.test_images, self.num_samples, self.batch_size)
-    record = {"step": _step(model), "log_z": float(model.rbm.log_z.numpy()),
-              "log_z_stderr": float(model.rbm.log_z_stderr.numpy()),
+    record = {"step": _step(model), "log_z": float(model.prior_machine.log_z.numpy()),
+              "log_z_stderr": float(model.prior_machine.log_z_stderr.numpy()),
               "val_nll": logs["val_loss"], "val_neg_elbo": logs["val_neg_elbo"],
               "test_nll": test["nll"], "test_neg_elbo": test["neg_elbo"]}
     append_record(self.history_path, record)
@@ -166,8 +166,8 @@ class Summaries(keras.callbacks.Callback):
     with self.writer.as_default(step=_step(model)):
       tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
       tf.summary.scalar("train/beta", model.beta)
-      tf.summary.scalar("train/running_log_z", model.rbm.running_log_z)
-      tf.summary.scalar("train/running_log_z_stderr", model.rbm.running_log_z_stderr)
+      tf.summary.scalar("train/running_log_z", model.prior_machine.running_log_z)
+      tf.summary.scalar("train/running_log_z_stderr", model.prior_machine.running_log_z_stderr)
       if "negative_phase_lag" in logs:
         tf.summary.scalar("prior/negative_phase_lag", logs["negative_phase_lag"])
       for name, value in model.prior.summaries().items():

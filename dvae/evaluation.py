@@ -37,7 +37,7 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
 
   Args:
     model: a `dvae.model.DVAE`; its prior's log Z is re-estimated first if it is not current
-      (`ensure_current_log_z` of `model.rbm`, with the settings of `compile(log_z=...)`).
+      (`ensure_current_log_z` of `model.prior_machine`, with the settings of `compile(log_z=...)`).
     images: [N, D] binary float array.
     num_samples: k, importance samples per image.
     batch_size: images per batch.
@@ -47,7 +47,7 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
   Returns:
     dict with `neg_elbo`, `nll`, and the `log_z` and `log_z_stderr` they used (Python floats).
   """
-  model.rbm.ensure_current_log_z()
+  model.prior_machine.ensure_current_log_z()
   chunk = samples_per_call(num_samples, batch_size, np.shape(images)[1], max_rows)
   log_weights = tf.function(model.discrete_log_weights, reduce_retracing=True)
   log_sum, mean_log_w = [], []
@@ -66,5 +66,5 @@ def evaluate(model, images, num_samples, batch_size, seed=0, max_rows=None):
     mean_log_w.append(total / num_samples)
   return {"neg_elbo": float(-np.concatenate(mean_log_w).mean()),
           "nll": float(-(np.concatenate(log_sum) - np.log(num_samples)).mean()),
-          "log_z": float(model.rbm.log_z.numpy()),
-          "log_z_stderr": float(model.rbm.log_z_stderr.numpy())}
+          "log_z": float(model.prior_machine.log_z.numpy()),
+          "log_z_stderr": float(model.prior_machine.log_z_stderr.numpy())}

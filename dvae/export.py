@@ -47,8 +47,8 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
     raise ExportDirExistsError(
         f"export directory {export_dir} is not a model exported by this program (it has no "
         f"{runs.EXPORT_MARKER}), so it is not replaced; remove it yourself or export elsewhere")
-  model.rbm.ensure_current_log_z()
-  num_latents = model.rbm.num_units
+  model.prior_machine.ensure_current_log_z()
+  num_latents = model.prior_machine.num_units
   images = tf.TensorSpec([None, model.num_dims], tf.float32, name="x")
   seed = tf.TensorSpec([2], tf.int32, name="seed")
 
@@ -60,7 +60,7 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
     return model.likelihood.mean(model.decode(z))
 
   def sample(num_images, seed):
-    return decode(model.rbm.sample(num_images, SAMPLE_SWEEPS, seed=seed))
+    return decode(model.prior_machine.sample(num_images, SAMPLE_SWEEPS, seed=seed))
 
   def log_likelihood(x, k, seed):
     return iw_log_mean_exp(model.discrete_log_weights(x, k, seed))

@@ -26,7 +26,7 @@ whose gradient is Σ_k softmax_k(log w) ∇ log w_k. c(t) is the KL warm-up, a s
 model's own training-step counter `train_steps` given to `compile` (the paper's is
 min(t / (0.3 T), 1), `kl_warm_up` below), so compiling again (a new optimizer, fine-tuning)
 resumes the warm-up and the steps' noise where they were. The gradient of log Z comes from
-the prior's sampler through a surrogate (`dvae.rbm.RBM.train_log_z`).
+the prior's sampler through a surrogate (`dvae.boltzmann.BoltzmannMachine.train_log_z`).
 
 log Z belongs to the prior (`dvae.boltzmann`). In the training loss its value is the prior's
 running path estimate for the current parameters (sequential Monte Carlo along the training
@@ -212,9 +212,9 @@ class DVAE(keras.Model):
     for i, encoder in enumerate(encoders):
       setattr(self, f"encoder_{i}", encoder)
     self.decoder_net = decoder
-    self.rbm = prior
+    self.prior_machine = prior
     self.likelihood = likelihoods.get(likelihood)
-    self.prior = priors.make_prior(self.baseline, self.rbm, self.beta,
+    self.prior = priors.make_prior(self.baseline, self.prior_machine, self.beta,
                                    num_latent_layers=self.num_latent_layers)
     # The Gaussian-integral posterior learns σ = |0.2 s| + 0.05 per unit, s initialised to 1.
     if self._shifted:
@@ -225,7 +225,7 @@ class DVAE(keras.Model):
     self.train_steps = self.add_weight(shape=[], dtype="int64", initializer="zeros",
                                        trainable=False, aggregation="only_first_replica",
                                        name="train_steps")
-    self.rbm.log_z_refresh = DEFAULT_LOG_Z
+    self.prior_machine.log_z_refresh = DEFAULT_LOG_Z
     self.trains_iw = self.prior.trains_iw and self.k > 1
     # One tracker per name: `loss` is the training loss in training and the NLL in evaluation
     # (Keras resets every tracker when a fit epoch or an evaluation starts).
@@ -292,7 +292,7 @@ class DVAE(keras.Model):
       machine = GraphBoltzmannMachine(
           graphs.latent_graph(hparams.prior, num_latents, hparams.graph_size),
           num_chains=hparams.num_chains, num_sweeps=hparams.num_sweeps, sampler=sampler,
-          name="rbm")
+          name="graph_machine")
     return cls(encoders, decoder, machine, num_dims, relaxation=hparams.baseline,
                beta=hparams.beta, likelihood=likelihood, condition_dims=condition_dims,
                k=hparams.k, seed=hparams.seed)
@@ -300,7 +300,7 @@ class DVAE(keras.Model):
   def get_config(self):
     serialize = keras.saving.serialize_keras_object
     return {"name": self.name, "encoders": [serialize(net) for net in self.encoder_nets],
-            "decoder": serialize(self.decoder_net), "prior": serialize(self.rbm),
+            "decoder": serialize(self.decoder_net), "prior": serialize(self.prior_machine),
             "num_dims": self.num_dims, "relaxation": self.baseline, "beta": self.beta,
             "likelihood": serialize(self.likelihood), "condition_dims": self.condition_dims,
             "k": self.k, "seed": self.seed}
@@ -339,7 +339,7 @@ class DVAE(keras.Model):
                          f"{self.relaxation} posterior of {self.latent_units} units needs "
                          f"{expected}")
       width += self.latent_units
-    width = self.rbm.num_units + self.condition_dims
+    width = self.prior_machine.num_units + self.condition_dims
     got, expected = _output_width(self.decoder_net, width), self.likelihood.num_outputs(
         self.num_dims)
     if got != expected:
@@ -384,13 +384,13 @@ class DVAE(keras.Model):
     self.kl_coefficient = (kl_coefficient if callable(kl_coefficient)
                            else lambda step: tf.constant(float(kl_coefficient)))
     self.eval_iw_samples = int(eval_iw_samples)
-    self.rbm.log_z_refresh = DEFAULT_LOG_Z if log_z is None else log_z
+    self.prior_machine.log_z_refresh = DEFAULT_LOG_Z if log_z is None else log_z
 
   def get_compile_config(self):
     compile_config = super().get_compile_config()
     if compile_config is not None:
       compile_config.update(kl_coefficient=keras.saving.serialize_keras_object(self._kl_schedule),
-                            eval_iw_samples=self.eval_iw_samples, log_z=self.rbm.log_z_refresh)
+                            eval_iw_samples=self.eval_iw_samples, log_z=self.prior_machine.log_z_refresh)
     return compile_config
 
   def compile_from_config(self, config):
@@ -502,16 +502,16 @@ class DVAE(keras.Model):
   def generate(self, num_images, condition=None):
     """E[x|z, c] for the first `num_images` states of the prior's persistent chains (the
     latest negative phase; `sample` draws any number afresh)."""
-    if num_images > self.rbm.num_chains:
-      raise ValueError(f"generate shows the prior's {self.rbm.num_chains} chains; ask for at "
-                       f"most {self.rbm.num_chains} or draw more with sample({num_images})")
-    return self.likelihood.mean(self.decode(self.rbm.chains[:num_images], condition=condition))
+    if num_images > self.prior_machine.num_chains:
+      raise ValueError(f"generate shows the prior's {self.prior_machine.num_chains} chains; ask for at "
+                       f"most {self.prior_machine.num_chains} or draw more with sample({num_images})")
+    return self.likelihood.mean(self.decode(self.prior_machine.chains[:num_images], condition=condition))
 
   def sample(self, num_images, condition=None, num_sweeps=100, seed=None):
     """E[x|z, c] for `num_images` fresh states z of the prior (`num_sweeps` Gibbs sweeps from
     random states, `BoltzmannMachine.sample`); `condition` [num_images, C] for a conditional
     model (one row per image)."""
-    z = self.rbm.sample(num_images, num_sweeps, seed=seed)
+    z = self.prior_machine.sample(num_images, num_sweeps, seed=seed)
     return self.likelihood.mean(self.decode(z, condition=condition))
 
   # --- log Z. --------------------------------------------------------------------------------
@@ -519,7 +519,7 @@ class DVAE(keras.Model):
   def evaluate(self, *args, **kwargs):
     """`keras.Model.evaluate` with a log Z of the current parameters (`ensure_current_log_z` of
     the prior first: its compiled steps cannot estimate one)."""
-    self.rbm.ensure_current_log_z()
+    self.prior_machine.ensure_current_log_z()
     return super().evaluate(*args, **_weights_kept(args, kwargs))
 
   def fit(self, *args, **kwargs):
@@ -528,7 +528,7 @@ class DVAE(keras.Model):
 
   def test_on_batch(self, *args, **kwargs):
     """`keras.Model.test_on_batch` with a log Z of the current parameters (as `evaluate`)."""
-    self.rbm.ensure_current_log_z()
+    self.prior_machine.ensure_current_log_z()
     return super().test_on_batch(*args, **kwargs)
 
   # --- Objectives. ---------------------------------------------------------------------------
@@ -557,7 +557,7 @@ class DVAE(keras.Model):
       `reconstruction` (−E log p(x|ζ)) and `kl` (E[log q(ζ|x) − log p(ζ)] or the analytic KL).
     """
     if log_z is None:
-      log_z = tf.stop_gradient(tf.convert_to_tensor(self.rbm.running_log_z))
+      log_z = tf.stop_gradient(tf.convert_to_tensor(self.prior_machine.running_log_z))
     k = self.k
     x = tf.repeat(x, k, axis=0)  # Each row repeated K times consecutively.
     if condition is not None:
@@ -581,7 +581,7 @@ class DVAE(keras.Model):
   def weight_decay(self):
     """The networks' regularization losses (`model.losses`; the paper's MLPs: 1e-4 · ½‖θ‖²
     over kernels and batch-norm scales) plus the prior's weight decay on its couplings."""
-    decay = self.rbm.weight_decay_loss()
+    decay = self.prior_machine.weight_decay_loss()
     return tf.add_n(self.losses) + decay if self.losses else decay
 
   def train_step(self, data):
@@ -599,7 +599,7 @@ class DVAE(keras.Model):
     weights = (tf.ones_like(x[:, 0]) if sample_weight is None
                else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
     with tf.GradientTape() as tape:
-      log_z = self.rbm.train_log_z(prior_seed)
+      log_z = self.prior_machine.train_log_z(prior_seed)
       terms = self.objective_terms(x, encode_seed, kl_coeff, log_z=log_z, condition=condition)
       decay = self.weight_decay()
       if sample_weight is None:
@@ -617,8 +617,8 @@ class DVAE(keras.Model):
                         ("reconstruction", terms["reconstruction"]), ("kl", terms["kl"]),
                         ("weight_decay", decay * tf.ones_like(weights))):
       self._trackers[name].update_state(value, sample_weight=weights)
-    for name, value in (("log_z", log_z), ("log_z_stderr", self.rbm.running_log_z_stderr),
-                        ("negative_phase_lag", self.rbm.negative_phase_lag)):
+    for name, value in (("log_z", log_z), ("log_z_stderr", self.prior_machine.running_log_z_stderr),
+                        ("negative_phase_lag", self.prior_machine.negative_phase_lag)):
       self._trackers[name].update_state(value)
     return step_logs({name: self._trackers[name] for name in (
         "loss", "reconstruction", "kl", "weight_decay", "log_z", "log_z_stderr",
@@ -630,7 +630,7 @@ class DVAE(keras.Model):
     """log w = log p(x|z) − E(z) − log Z − log q(z|x) for `num_samples` z ~ q(z|x) per image.
 
     log Z is the prior's `current_log_z()`: eagerly re-estimated if stale; inside a
-    `tf.function`, checked (call `rbm.ensure_current_log_z()` first).
+    `tf.function`, checked (call `prior_machine.ensure_current_log_z()` first).
 
     Returns [batch, num_samples] float32.
     """

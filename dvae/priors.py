@@ -72,12 +72,12 @@ class BoltzmannPrior:
   """What every prior shares: the RBM, its halves, and the discrete log p(z).
 
   Args:
-    rbm: the Boltzmann machine over the concatenated latent layers (a `dvae.rbm.RBM`, or a
+    machine: the Boltzmann machine over the concatenated latent layers (a `dvae.rbm.RBM`, or a
       `dvae.boltzmann.GraphBoltzmannMachine` where `make_prior` allows it).
   """
 
-  def __init__(self, rbm: BoltzmannMachine):
-    self.rbm = rbm
+  def __init__(self, machine: BoltzmannMachine):
+    self.machine = machine
 
   @property
   def trains_iw(self) -> bool:
@@ -94,7 +94,7 @@ class BoltzmannPrior:
       [z1 [B, n1], z2 [B, n2]], the RBM's two sides.
     """
     joined = tf.concat(per_layer, axis=-1)
-    return tf.split(joined, [self.rbm.num_left, self.rbm.num_right], axis=-1)
+    return tf.split(joined, [self.machine.num_left, self.machine.num_right], axis=-1)
 
   def discrete_log_prob(self, z: tf.Tensor, log_z: tf.Tensor | None = None) -> tf.Tensor:
     """log p(z) = −E(z) − log Z.
@@ -110,8 +110,8 @@ class BoltzmannPrior:
       StaleLogZError: (eagerly) the estimate is stale and the machine has no refresh settings.
     """
     if log_z is None:
-      log_z = self.rbm.current_log_z()
-    neg_energy = -self.rbm.energy(z)
+      log_z = self.machine.current_log_z()
+    neg_energy = -self.machine.energy(z)
     return neg_energy - tf.cast(log_z, neg_energy.dtype)
 
   def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
@@ -121,7 +121,7 @@ class BoltzmannPrior:
   def summaries(self) -> dict[str, tf.Tensor | float]:
     """Scalars worth watching during training, by name: the sampler's (see
     `dvae.samplers.Sampler.summaries`)."""
-    return self.rbm.sampler.summaries()
+    return self.machine.sampler.summaries()
 
 
 class AnalyticKLPrior(BoltzmannPrior):
@@ -150,7 +150,7 @@ class AnalyticKLPrior(BoltzmannPrior):
 
   def cross_entropy(self, q: tf.Tensor, means: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
     """−E_q[log p(z)] = −bᵀq − Σ_{(i,j)∈E, i<j} J_ij m_i q_j + log Z with m = E[z|ζ] → [B]."""
-    machine = self.rbm
+    machine = self.machine
     return (-tf.reduce_sum(q * machine.biases, axis=-1) - machine.pairwise(means, q)
             + tf.cast(log_z, q.dtype))
 
@@ -218,7 +218,7 @@ class RolfeKLPrior(AnalyticKLPrior):
     q1, q2 = tf.sigmoid(l1), tf.sigmoid(l2)
     z1, _ = self.split([tf.stop_gradient(posterior.conditional_probs(zeta))
                         for posterior, zeta in zip(posteriors, zetas)])
-    rbm = self.rbm
+    rbm = self.machine
     jump = (1.0 - z1) / (1.0 - tf.minimum(q1, 0.999))
     coefficients1 = l1 - rbm.b1 - jump * tf.matmul(q2, rbm.w, transpose_b=True)
     coefficients2 = l2 - rbm.b2 - tf.matmul(z1, rbm.w)
@@ -273,21 +273,21 @@ class MarginalRelaxationPrior(RelaxedPrior):
   fixed, which at the mean-field fixed point is the gradient of the bound itself.
 
   Args:
-    rbm: the Boltzmann machine (`dvae.rbm.RBM` or a machine on a graph).
+    machine: the Boltzmann machine (`dvae.rbm.RBM` or a machine on a graph).
     smoothing: r(ζ|z=0), a distribution with `log_prob` (`dvae.relaxations.smoothing`).
   """
 
-  def __init__(self, rbm: BoltzmannMachine, smoothing: tfd.Distribution):
-    super().__init__(rbm)
+  def __init__(self, machine: BoltzmannMachine, smoothing: tfd.Distribution):
+    super().__init__(machine)
     self.smoothing = smoothing
 
   def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
     """Mean-field log p(ζ) for ζ [B, n] → [B]."""
     log_r0 = self.smoothing.log_prob(zeta)
     field = self.smoothing.log_prob(1.0 - zeta) - log_r0
-    logits = self.rbm.mean_field_logits(field, MEAN_FIELD_ITERATIONS)
+    logits = self.machine.mean_field_logits(field, MEAN_FIELD_ITERATIONS)
     means = tf.sigmoid(logits)
-    neg_energy = (-self.rbm.energy(means) + tf.reduce_sum(field * means, axis=-1)
+    neg_energy = (-self.machine.energy(means) + tf.reduce_sum(field * means, axis=-1)
                   + tf.reduce_sum(log_r0, axis=-1))
     entropy = tf.reduce_sum(_bernoulli_entropy(logits), axis=-1)
     return neg_energy + entropy - tf.cast(log_z, neg_energy.dtype)
@@ -322,7 +322,7 @@ class GaussianIntegralPrior(RelaxedPrior):
 
   def min_eigenvalue(self) -> tf.Tensor:
     """λ_min(𝒲) = −σ_max(W) (the eigenvalues of 𝒲 are ±σ(W) and zeros), without gradient."""
-    singular_values = tf.linalg.svd(tf.stop_gradient(tf.convert_to_tensor(self.rbm.w)),
+    singular_values = tf.linalg.svd(tf.stop_gradient(tf.convert_to_tensor(self.machine.w)),
                                     compute_uv=False)
     return -tf.reduce_max(singular_values)
 
@@ -338,7 +338,7 @@ class GaussianIntegralPrior(RelaxedPrior):
 
   def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
     """log p(ζ) for ζ [B, n] → [B]."""
-    rbm = self.rbm
+    rbm = self.machine
     lam = self.lam()
     zeta1, zeta2 = self.split([zeta])
     precision_zeta = tf.concat([lam * zeta1 + tf.matmul(zeta2, rbm.w, transpose_b=True),
@@ -357,13 +357,13 @@ class GaussianIntegralPrior(RelaxedPrior):
             + 0.5 * log_det - tf.cast(log_z, per_unit.dtype))
 
 
-def make_prior(baseline: str, rbm: BoltzmannMachine, beta: float,
+def make_prior(baseline: str, machine: BoltzmannMachine, beta: float,
                num_latent_layers: int = 1) -> BoltzmannPrior:
   """The prior term of `baseline` (one of `BASELINES`) for an RBM prior.
 
   Args:
     baseline: the baseline name of SPEC §6.
-    rbm: the Boltzmann machine over the concatenated latent layers: a `dvae.rbm.RBM`, or a
+    machine: the Boltzmann machine over the concatenated latent layers: a `dvae.rbm.RBM`, or a
       `dvae.boltzmann.GraphBoltzmannMachine` for the baselines `config.graph_prior_refusal`
       allows.
     beta: the smoothing sharpness β (for dvaes_gi: the lower bound on λ).
@@ -383,13 +383,13 @@ def make_prior(baseline: str, rbm: BoltzmannMachine, beta: float,
     raise ValueError(f"num_latent_layers must be a positive integer (1, 2, 4, ...), "
                      f"got {num_latent_layers!r}.")
   refusal = config.graph_prior_refusal(baseline, num_latent_layers)
-  if refusal and not isinstance(rbm, RBM):
+  if refusal and not isinstance(machine, RBM):
     raise ValueError(f"{refusal}.")
   if baseline == "dvaes_gi":
-    return GaussianIntegralPrior(rbm, beta)
+    return GaussianIntegralPrior(machine, beta)
   if baseline in ("dvaes_gauss", "dvaes_exp", "dvaes_unexp", "dvaes_power"):
     return MarginalRelaxationPrior(
-        rbm, relaxations.smoothing(RELAXATION_OF_BASELINE[baseline], beta))
+        machine, relaxations.smoothing(RELAXATION_OF_BASELINE[baseline], beta))
   if baseline == "dvae_spike_exp" and num_latent_layers > 1:
-    return RolfeKLPrior(rbm)
-  return AnalyticKLPrior(rbm)
+    return RolfeKLPrior(machine)
+  return AnalyticKLPrior(machine)

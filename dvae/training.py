@@ -332,12 +332,12 @@ class Run:
                f"state, step {steps}, instead")
       self.best_step.assign(steps)
     # A dense AIS, its bias checked against one with 10× fewer temperatures (log_z_check).
-    log_z, log_z_stderr, log_z_check = self.model.rbm.log_z_ais_checked(
+    machine = self.model.prior_machine
+    log_z, log_z_stderr, log_z_check = machine.log_z_ais_checked(
         hp.final_log_z_betas, seed=[hp.seed, steps])
-    rbm = self.model.rbm
-    rbm.set_log_z(log_z, log_z_stderr, method="ais_checked", num_betas=hp.final_log_z_betas,
-                  num_samples=log_z_check["num_samples"], schedule=log_z_check["schedule"],
-                  seed=[hp.seed, steps])
+    machine.set_log_z(log_z, log_z_stderr, method="ais_checked", num_betas=hp.final_log_z_betas,
+                      num_samples=log_z_check["num_samples"], schedule=log_z_check["schedule"],
+                      seed=[hp.seed, steps])
     log_z, log_z_stderr = float(log_z), float(log_z_stderr)
     results = {"log_z": log_z, "log_z_stderr": log_z_stderr}
     for split, images, k in (("val", self.dataset.valid, hp.periodic_eval_iw_samples),
@@ -360,7 +360,7 @@ class Run:
         # The NLLs subtract this log Z: its standard error moves them all by the same amount.
         nll_log_z_stderr=log_z_stderr,
         log_z_estimate={name: np.asarray(value).tolist()
-                        for name, value in rbm.log_z_estimate.items()},
+                        for name, value in machine.log_z_estimate.items()},
         steps=steps, best_step=int(self.best_step.numpy()), wall_seconds=wall_seconds,
         train_seconds=train_seconds,
         steps_per_second=steps / train_seconds if train_seconds > 0 else None,

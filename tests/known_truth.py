@@ -92,6 +92,6 @@ def fit_and_score(model, train, test, epochs=40, batch_size=100, k=1000, learnin
   exact log Z)."""
   model.compile(keras.optimizers.Adam(learning_rate, epsilon=1e-3), eval_iw_samples=k)
   model.fit(train, batch_size=batch_size, epochs=epochs, verbose=0)
-  model.rbm.update_log_z("exact")
+  model.prior_machine.update_log_z("exact")
   nll, _ = model.evaluate(test, batch_size=250, verbose=0)
   return -nll

@@ -69,7 +69,7 @@ class CompositionTest(tf.test.TestCase):
     x = (np.random.default_rng(0).random([8, 10]) < 0.5).astype(np.float32)
     model.compile(eval_iw_samples=3)
     model.fit(x, batch_size=4, epochs=1, verbose=0)
-    self.assertAllEqual(model.rbm.chains.shape, (8, 6))
+    self.assertAllEqual(model.prior_machine.chains.shape, (8, 6))
 
   def test_parts_of_the_wrong_width_are_refused_in_one_line(self):
     encoder = keras.Sequential([keras.layers.Dense(5)])
@@ -92,7 +92,7 @@ class CompositionTest(tf.test.TestCase):
       DVAE.from_hparams(config.HParams())
     mean = np.full(784, 0.3, np.float32)
     model = DVAE.from_hparams({"struct": "1-layer-lin", "num_chains": 10}, mean)
-    self.assertEqual(model.rbm.num_units, 200)
+    self.assertEqual(model.prior_machine.num_units, 200)
     unresolved = DVAE.from_hparams(config.HParams(struct="1-layer-lin", num_chains=10), mean)
     self.assertEqual(unresolved.beta, model.beta)
 
@@ -124,10 +124,10 @@ class PiecesTest(tf.test.TestCase):
 
   def test_objective_terms_leave_the_chains_alone(self):
     model = _model(self.get_temp_dir())
-    chains = model.rbm.chains.numpy()
+    chains = model.prior_machine.chains.numpy()
     terms = model.objective_terms(tf.constant(_images(5)), tf.constant([1, 2]), 1.0)
     self.assertEqual(terms["bound"].shape, (5,))
-    self.assertAllEqual(model.rbm.chains, chains)
+    self.assertAllEqual(model.prior_machine.chains, chains)
 
 
 class KerasArgumentsTest(tf.test.TestCase):
@@ -135,7 +135,7 @@ class KerasArgumentsTest(tf.test.TestCase):
   def test_evaluate_returns_nll_and_neg_elbo(self):
     model = _model(self.get_temp_dir())
     model.compile(eval_iw_samples=3)
-    model.rbm.set_log_z(model.rbm.log_z.numpy())
+    model.prior_machine.set_log_z(model.prior_machine.log_z.numpy())
     nll, neg_elbo = model.evaluate(_images(20), batch_size=10, verbose=0)
     self.assertGreaterEqual(neg_elbo, nll)
     self.assertEqual(model.metrics_names.count("loss"), 1)
@@ -178,7 +178,7 @@ class KerasArgumentsTest(tf.test.TestCase):
   def test_evaluate_weighs_examples(self):
     model = _model(self.get_temp_dir())
     model.compile(eval_iw_samples=4)
-    model.rbm.set_log_z(model.rbm.log_z.numpy())
+    model.prior_machine.set_log_z(model.prior_machine.log_z.numpy())
     x = _images(10)
     weights = np.arange(10, dtype=np.float32)
     nll, _ = model.evaluate(x, sample_weight=weights, batch_size=10, verbose=0)
@@ -216,12 +216,12 @@ class KerasArgumentsTest(tf.test.TestCase):
 
   def test_frozen_prior_trains_and_evaluates(self):
     model = _model(self.get_temp_dir())
-    model.rbm.trainable = False
+    model.prior_machine.trainable = False
     model.compile(keras.optimizers.Adam(1e-2), eval_iw_samples=2)
-    w = model.rbm.w.numpy()
+    w = model.prior_machine.w.numpy()
     model.fit(_images(40), batch_size=20, epochs=1, verbose=0,
               validation_data=_images(10, seed=1))
-    self.assertAllEqual(model.rbm.w, w)
+    self.assertAllEqual(model.prior_machine.w, w)
     self.assertTrue(np.isfinite(model.evaluate(_images(10), verbose=0)[0]))
 
   def test_uncompiled_model_saves_and_pickles(self):

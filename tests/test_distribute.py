@@ -35,11 +35,11 @@ SCRIPT = textwrap.dedent("""
       losses[distribute] = history.history["loss"]
       losses[distribute + "_replicas"] = run.strategy.num_replicas_in_sync
       if distribute == "mirrored":
-        chains = run.strategy.experimental_local_results(run.model.rbm.chains.value)
+        chains = run.strategy.experimental_local_results(run.model.prior_machine.chains.value)
         losses["chains_differ"] = bool(tf.reduce_any(chains[0] != chains[1]))
         # The evaluation after mirrored training scores with a log Z of the final parameters.
         run.model.evaluate(data.eval_dataset(dataset.valid, 10), verbose=0)
-        losses["log_z_current"] = run.model.rbm.log_z_is_current()
+        losses["log_z_current"] = run.model.prior_machine.log_z_is_current()
     print(json.dumps(losses))
 """)
 

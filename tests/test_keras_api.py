@@ -51,7 +51,7 @@ class SavingTest(tf.test.TestCase):
     # The Gaussian-integral baseline with two latent layers has every kind of variable: two
     # encoders, the decoder, GI scales, RBM parameters, chains and log Z.
     model = _trained(self.get_temp_dir(), baseline="dvaes_gi", struct="2-layer-nonlin")
-    model.rbm.update_log_z("ais", num_betas=20, num_samples=16, seed=[0, 1])
+    model.prior_machine.update_log_z("ais", num_betas=20, num_samples=16, seed=[0, 1])
     path = tf.train.Checkpoint(model=model).write(os.path.join(self.get_temp_dir(), "ckpt"))
     fresh = _model(os.path.join(self.get_temp_dir(), "fresh"), baseline="dvaes_gi",
                    struct="2-layer-nonlin")
@@ -152,13 +152,13 @@ class FitTest(tf.test.TestCase):
     backup = os.path.join(self.get_temp_dir(), "backup_b")
     with self.assertRaises(KeyboardInterrupt):
       fit(interrupted, backup, [Kill()])
-    saved_chains = interrupted.rbm.chains.numpy()
+    saved_chains = interrupted.prior_machine.chains.numpy()
     # The same call in a new process: a fresh model resumes from the backup.
     resumed = _model(os.path.join(self.get_temp_dir(), "c"))
     steps = []
     fit(resumed, backup, [keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: steps.append(
-            (int(resumed.optimizer.iterations.numpy()), resumed.rbm.chains.numpy())))])
+            (int(resumed.optimizer.iterations.numpy()), resumed.prior_machine.chains.numpy())))])
     self.assertEqual(steps[0][0], 20)
     self.assertAllEqual(steps[0][1], saved_chains)
     for path, value in _values(uninterrupted).items():
@@ -170,13 +170,13 @@ class LogZTest(tf.test.TestCase):
   def test_evaluate_after_fit_scores_with_a_log_z_of_the_current_parameters(self):
     dataset = helpers.synthetic_dataset()
     model = _trained(self.get_temp_dir(), steps=10, lr=5e-2)
-    self.assertFalse(model.rbm.log_z_is_current())
+    self.assertFalse(model.prior_machine.log_z_is_current())
     nll = model.evaluate(dataset.valid, batch_size=10, verbose=0)[0]
-    self.assertTrue(model.rbm.log_z_is_current())
-    automatic, automatic_stderr = model.rbm.log_z.numpy(), model.rbm.log_z_stderr.numpy()
+    self.assertTrue(model.prior_machine.log_z_is_current())
+    automatic, automatic_stderr = model.prior_machine.log_z.numpy(), model.prior_machine.log_z_stderr.numpy()
     # The same score with log Z estimated by hand first (another seed): the NLL moves by
     # exactly the difference of the two estimates, which agree within their errors.
-    log_z, stderr = (float(v) for v in model.rbm.update_log_z("ais", seed=[5, 6]))
+    log_z, stderr = (float(v) for v in model.prior_machine.update_log_z("ais", seed=[5, 6]))
     self.assertAllClose(model.evaluate(dataset.valid, batch_size=10, verbose=0)[0],
                         nll + log_z - automatic, atol=1e-3)
     self.assertLess(abs(log_z - automatic), 4 * (stderr + automatic_stderr) + 0.02)
@@ -186,7 +186,7 @@ class LogZTest(tf.test.TestCase):
     # at the start of the last step) agrees with an AIS estimate for those parameters.
     model = _trained(self.get_temp_dir(), steps=60, lr=3e-3, num_chains=200, num_sweeps=5)
     self.assertEqual(int(model.optimizer.iterations.numpy()), 60)
-    rbm = model.rbm
+    rbm = model.prior_machine
     rbm.set_weights([*np.split(rbm.running_log_z_parameters.numpy(), [100, 200])[:2],
                      rbm.running_log_z_parameters.numpy()[200:].reshape(100, 100),
                      *rbm.get_weights()[3:]])

@@ -26,7 +26,8 @@ QUICK_LOG_Z = {"method": "ais", "num_betas": 100, "num_samples": 128, "seed": [0
 
 
 def _model(log_dir, **overrides):
-  model = DVAE(helpers.tiny_hparams(log_dir, **overrides), helpers.synthetic_dataset().train_mean)
+  model = DVAE.from_hparams(helpers.tiny_hparams(log_dir, **overrides),
+                           helpers.synthetic_dataset().train_mean)
   model.compile(keras.optimizers.Adam(5e-2, epsilon=1e-3), eval_iw_samples=5, log_z=QUICK_LOG_Z)
   return model
 
@@ -36,7 +37,7 @@ def _trained_weights(log_dir, steps=10, **overrides):
   model = _model(log_dir, **overrides)
   model.fit(helpers.synthetic_dataset().train, batch_size=20, epochs=1, steps_per_epoch=steps,
             shuffle=False, verbose=0)
-  assert not model.rbm.log_z_is_current()
+  assert not model.prior_machine.log_z_is_current()
   path = os.path.join(log_dir, "trained.weights.h5")
   model.save_weights(path)
   return path
@@ -81,11 +82,11 @@ class ReadersTest(tf.test.TestCase):
     # One batch of all images: the test step's samples are those of seed [1, 0].
     cls.nll = reference.evaluate(cls.images, batch_size=len(cls.images), verbose=0,
                                  return_dict=True)["loss"]
-    cls.log_z = float(reference.rbm.log_z.numpy())
+    cls.log_z = float(reference.prior_machine.log_z.numpy())
 
   def stale(self):
     model = _stale_model(self.log_dir, self.weights)
-    self.assertFalse(model.rbm.log_z_is_current())
+    self.assertFalse(model.prior_machine.log_z_is_current())
     return model
 
   def test_test_on_batch(self):
@@ -99,7 +100,7 @@ class ReadersTest(tf.test.TestCase):
   def test_prior_discrete_log_prob(self):
     model = self.stale()
     z = tf.constant((np.random.default_rng(0).random([4, 200]) < 0.5).astype(np.float32))
-    self.assertAllClose(model.prior.discrete_log_prob(z), -model.rbm.energy(z) - self.log_z,
+    self.assertAllClose(model.prior.discrete_log_prob(z), -model.prior_machine.energy(z) - self.log_z,
                         atol=1e-4)
 
   def test_evaluation_module(self):
@@ -131,7 +132,7 @@ class ReadersTest(tf.test.TestCase):
     self.assertGreater(written["log_z_stderr"], 0.0)
     self.assertEqual(written["log_z_check"]["num_betas"], 10)
     # The same settings and seed on the restored weights: the same estimate.
-    log_z, _, check = run.model.rbm.log_z_ais_checked(100, seed=seed)
+    log_z, _, check = run.model.prior_machine.log_z_ais_checked(100, seed=seed)
     self.assertEqual(float(log_z), written["log_z"])
     self.assertEqual(check, written["log_z_check"])
 
@@ -151,13 +152,13 @@ class OwnershipTest(tf.test.TestCase):
     images = helpers.synthetic_dataset().valid
     for method in ("exact", "set"):
       if method == "exact":
-        log_z, _ = model.rbm.update_log_z("exact")
+        log_z, _ = model.prior_machine.update_log_z("exact")
       else:
         log_z = 12.5
-        model.rbm.set_log_z(log_z, 0.25)
+        model.prior_machine.set_log_z(log_z, 0.25)
       nll = model.evaluate(images, batch_size=10, verbose=0, return_dict=True)["loss"]
-      self.assertEqual(model.rbm.log_z.numpy(), np.float32(log_z))
-      self.assertEqual(model.rbm.log_z_estimate["method"], method)
+      self.assertEqual(model.prior_machine.log_z.numpy(), np.float32(log_z))
+      self.assertEqual(model.prior_machine.log_z_estimate["method"], method)
       self.assertTrue(np.isfinite(nll))
 
   def test_standalone_prior_reports_its_stale_log_z(self):
@@ -182,7 +183,7 @@ class OwnershipTest(tf.test.TestCase):
         import keras, helpers
         from dvae import evaluation
         from dvae.model import DVAE
-        model = DVAE(helpers.tiny_hparams({self.get_temp_dir()!r}),
+        model = DVAE.from_hparams(helpers.tiny_hparams({self.get_temp_dir()!r}),
                      helpers.synthetic_dataset().train_mean)
         model.compile(keras.optimizers.Adam(), log_z={QUICK_LOG_Z!r})
         model.load_weights({weights!r})
@@ -246,13 +247,13 @@ def ais_of_running_parameters(rbm, **kwargs):
       variable.assign(value)
 
 
-def _ais_check(model, epochs, steps):
+def _ais_check(model, epochs, steps, batch_size):
   """Trains `epochs` × `steps` steps; at every epoch end checks the running log Z (and with it
   the loss, which holds log Z with a coefficient c ≤ 1) against a long AIS."""
   checks = []
 
   def check(epoch, logs):
-    rbm = model.rbm
+    rbm = model.prior_machine
     log_z, stderr = ais_of_running_parameters(rbm, num_betas=2000, num_samples=1024,
                                               seed=[7, epoch])
     running = float(rbm.running_log_z.numpy())
@@ -260,7 +261,7 @@ def _ais_check(model, epochs, steps):
                    logs["kl"], logs["loss"]))
 
   dataset = helpers.synthetic_dataset()
-  model.fit(data.train_dataset(dataset, model.hparams.train_batch_size, seed=0),
+  model.fit(data.train_dataset(dataset, batch_size, seed=0),
             steps_per_epoch=steps, epochs=epochs, verbose=0,
             callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=check)])
   return checks
@@ -283,7 +284,8 @@ class TrainingLossTest(tf.test.TestCase):
   def train_and_check(self, epochs, steps, baseline, **hparams):
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline=baseline, **hparams)
     model = training.Run(hp, helpers.synthetic_dataset(), log=lambda _: None).model
-    self.assert_within(_ais_check(model, epochs, steps), baseline == "dvaepp_power")
+    self.assert_within(_ais_check(model, epochs, steps, hp.train_batch_size),
+                       baseline == "dvaepp_power")
 
   # The quickstart's configuration (hparams/quickstart.json): 1-layer-lin, PCD 200 chains × 10
   # sweeps, batch 100, learning rate 3e-3, on the synthetic images.

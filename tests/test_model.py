@@ -84,10 +84,10 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
     first = training.Run(hp, dataset, log=_quiet)
     _fit_epochs(first.model, dataset, epochs=1, steps=7)
     first.save_latest()
-    chains = first.model.rbm.chains.numpy()
+    chains = first.model.prior_machine.chains.numpy()
     second = training.Run(hp, dataset, log=_quiet)
     self.assertEqual(second.restore_latest(), 7)
-    self.assertAllEqual(second.model.rbm.chains.numpy(), chains)
+    self.assertAllEqual(second.model.prior_machine.chains.numpy(), chains)
     second.fit(verbose=0)
     self.assertEqual(second.step, 12)
     with open(os.path.join(second.directory, "eval_history.jsonl")) as f:
@@ -103,11 +103,11 @@ class LikelihoodTest(tf.test.TestCase):
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaepp_power")
     self.model = DVAE.from_hparams(hp, self.dataset.train_mean)
     rng = np.random.default_rng(3)
-    rbm = self.model.rbm
+    rbm = self.model.prior_machine
     rbm.w.assign(rng.normal(0, 0.05, rbm.w.shape))
     rbm.b1.assign(rng.normal(0, 0.5, rbm.b1.shape))
     rbm.b2.assign(rng.normal(0, 0.5, rbm.b2.shape))
-    self.model.rbm.update_log_z("ais", num_betas=200, num_samples=256, seed=[1, 2])
+    self.model.prior_machine.update_log_z("ais", num_betas=200, num_samples=256, seed=[1, 2])
 
   def test_iw_bound_is_at_least_elbo_for_the_same_samples(self):
     log_w = self.model.discrete_log_weights(tf.constant(self.dataset.valid), 50, [0, 1])
@@ -142,7 +142,7 @@ class ExactLikelihoodTest(tf.test.TestCase):
     dataset = helpers.synthetic_dataset(num_eval=3)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaepp_power")
     model = DVAE.from_hparams(hp, dataset.train_mean)
-    rbm = model.rbm
+    rbm = model.prior_machine
     rng = np.random.default_rng(5)
     rbm.w.assign(rng.normal(0, 0.1, rbm.w.shape) * (np.arange(100) < 4)[:, None]
                  * (np.arange(100) < 4)[None, :])
@@ -153,7 +153,7 @@ class ExactLikelihoodTest(tf.test.TestCase):
     halves = np.array(list(itertools.product([0, 1], repeat=4)), np.float64)
     log_z = logsumexp(halves @ b1[:, None] + (halves @ b2)[None, :]
                       + halves @ w[:, :4] @ halves.T)
-    model.rbm.set_log_z(log_z)
+    model.prior_machine.set_log_z(log_z)
     encoder = model.encoder_nets[0].layers[-1]
     kernel, bias = encoder.get_weights()
     free = np.zeros(200, bool)
@@ -188,7 +188,7 @@ class ExportTest(tf.test.TestCase):
     dataset = helpers.synthetic_dataset(num_eval=5)
     hp = helpers.tiny_hparams(self.get_temp_dir(), baseline="dvaes_gi", struct="2-layer-nonlin")
     model = DVAE.from_hparams(hp, dataset.train_mean)
-    model.rbm.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
+    model.prior_machine.update_log_z("ais", num_betas=50, num_samples=64, seed=[0, 0])
     path = os.path.join(self.get_temp_dir(), "export")
     export.export_model(model, path)
     with self.assertRaises(export.ExportDirExistsError):

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
     assert run.strategy is strategy
     history = run.model.fit(data.train_dataset(dataset, hp.train_batch_size, seed=0),
                             steps_per_epoch=1, epochs={steps}, verbose=0)
-    chains = strategy.experimental_local_results(run.model.rbm.chains.value)[0].numpy()
+    chains = strategy.experimental_local_results(run.model.prior_machine.chains.value)[0].numpy()
     run.final_evaluation()
     run.wait_for_workers()
     print(json.dumps({{"loss": history.history["loss"], "chief": run.chief,

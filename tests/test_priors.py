@@ -442,7 +442,7 @@ class GaussianIntegralTest(tf.test.TestCase):
     b1, b2, w, zeta, prior = gi_case(1.0, 10.0, seed=12, num=3)
     lam = np_gi_lambda(w, 10.0)
     zeta_var = tf.Variable(zeta.astype(np.float32))
-    rbm = prior.rbm
+    rbm = prior.machine
     with tf.GradientTape() as tape:
       log_p = tf.reduce_sum(prior.log_prob(zeta_var, exact_log_z(rbm)()))
     grads = tape.gradient(log_p, [zeta_var, rbm.b1, rbm.b2, rbm.w])
