@@ -165,7 +165,8 @@ class Summaries(keras.callbacks.Callback):
     step = model.optimizer.iterations
     with self.writer.as_default(step=_step(model)):
       tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
-      tf.summary.scalar("train/beta", model.beta)
+      if model.beta is not None:
+        tf.summary.scalar("train/beta", model.beta)
       tf.summary.scalar("train/running_log_z", model.prior_machine.running_log_z)
       tf.summary.scalar("train/running_log_z_stderr", model.prior_machine.running_log_z_stderr)
       if "negative_phase_lag" in logs:

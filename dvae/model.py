@@ -143,9 +143,13 @@ class DVAE(keras.Model):
       `dvae.boltzmann.BoltzmannMachine` (`dvae.rbm.RBM`, `GraphBoltzmannMachine`, ...).
     num_dims: D, the width of a data row.
     relaxation: a baseline of `dvae.config.BASELINES` (the relaxation and the bound it trains
-      with, e.g. "dvaes_power", "dvaepp_exp"), or a relaxation name of
-      `BASELINE_OF_RELAXATION` ("power", "exponential", "gaussian", ...: its DVAE# baseline).
-    beta: the relaxation's sharpness β (for the Gaussian integral: the lower bound on λ).
+      with, e.g. "dvaes_power", "dvaepp_exp"), a relaxation name of `BASELINE_OF_RELAXATION`
+      ("power", "exponential", "gaussian", ...: its DVAE# baseline), or a smoothing object
+      r(ζ|z=0) on [0, 1] (`dvae.relaxations.PowerSmoothing(beta=30.)`, any of that module's
+      smoothing classes, with parameters of your choice): the posterior is then the mirrored
+      `OverlappingMixture` of it and the prior DVAE#'s `MarginalRelaxationPrior` of it.
+    beta: the relaxation's sharpness β (for the Gaussian integral: the lower bound on λ); not
+      used with a smoothing object, which holds its own parameters.
     likelihood: a `dvae.likelihoods.Likelihood` or one of its names ("bernoulli", "gaussian").
     condition_dims: C, the width of the condition c (0: an unconditional model). A conditional
       model takes `{"x": x, "condition": c}` wherever it takes data.
@@ -193,17 +197,26 @@ class DVAE(keras.Model):
     if num_dims is None or int(num_dims) != num_dims or num_dims < 1:
       raise ValueError(f"num_dims (D, the width of a data row) must be a positive integer, "
                        f"got {num_dims!r}")
-    self.baseline = BASELINE_OF_RELAXATION.get(relaxation, relaxation)
-    if self.baseline not in priors.RELAXATION_OF_BASELINE:
-      raise ValueError(f"unknown relaxation {relaxation!r}; allowed: baselines "
-                       f"{', '.join(config.BASELINES)} or relaxations "
-                       f"{', '.join(BASELINE_OF_RELAXATION)}")
-    if beta is None:
-      raise ValueError(f"the relaxation {relaxation!r} needs its sharpness beta")
-    self.num_dims, self.beta, self.k = int(num_dims), float(beta), int(k)
+    if isinstance(relaxation, dict):
+      relaxation = relaxations.smoothing_from_config(relaxation)
+    self.smoothing = relaxation if isinstance(relaxation, relaxations.SMOOTHING_TYPES) else None
+    if self.smoothing is not None:
+      # DVAE#'s objective with a smoothing of the user's (its own parameters, no β here).
+      self.baseline, self.relaxation, beta = None, type(relaxation).__name__, None
+    else:
+      self.baseline = BASELINE_OF_RELAXATION.get(relaxation, relaxation)
+      if self.baseline not in priors.RELAXATION_OF_BASELINE:
+        raise ValueError(f"unknown relaxation {relaxation!r}; allowed: baselines "
+                         f"{', '.join(config.BASELINES)}, relaxations "
+                         f"{', '.join(BASELINE_OF_RELAXATION)}, or a smoothing object of "
+                         "dvae.relaxations")
+      if beta is None:
+        raise ValueError(f"the relaxation {relaxation!r} needs its sharpness beta")
+      self.relaxation = priors.RELAXATION_OF_BASELINE[self.baseline]
+    self.num_dims, self.k = int(num_dims), int(k)
+    self.beta = None if beta is None else float(beta)
     self.condition_dims = int(condition_dims)
     self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
-    self.relaxation = priors.RELAXATION_OF_BASELINE[self.baseline]
     self._shifted = self.relaxation == "shifted_gaussian"
     self.num_latent_layers = len(encoders)
     self.latent_units = prior.num_units // len(encoders)
@@ -214,8 +227,11 @@ class DVAE(keras.Model):
     self.decoder_net = decoder
     self.prior_machine = prior
     self.likelihood = likelihoods.get(likelihood)
-    self.prior = priors.make_prior(self.baseline, self.prior_machine, self.beta,
-                                   num_latent_layers=self.num_latent_layers)
+    if self.smoothing is not None:
+      self.prior = priors.MarginalRelaxationPrior(self.prior_machine, self.smoothing)
+    else:
+      self.prior = priors.make_prior(self.baseline, self.prior_machine, self.beta,
+                                     num_latent_layers=self.num_latent_layers)
     # The Gaussian-integral posterior learns σ = |0.2 s| + 0.05 per unit, s initialised to 1.
     if self._shifted:
       for i in range(self.num_latent_layers):
@@ -301,7 +317,10 @@ class DVAE(keras.Model):
     serialize = keras.saving.serialize_keras_object
     return {"name": self.name, "encoders": [serialize(net) for net in self.encoder_nets],
             "decoder": serialize(self.decoder_net), "prior": serialize(self.prior_machine),
-            "num_dims": self.num_dims, "relaxation": self.baseline, "beta": self.beta,
+            "num_dims": self.num_dims,
+            "relaxation": (self.baseline if self.smoothing is None
+                           else relaxations.smoothing_config(self.smoothing)),
+            "beta": self.beta,
             "likelihood": serialize(self.likelihood), "condition_dims": self.condition_dims,
             "k": self.k, "seed": self.seed}
 
@@ -439,6 +458,8 @@ class DVAE(keras.Model):
           "shifted_gaussian", logits,
           delta_mu=0.5 * (tf.sigmoid(shift_logits) - 0.5),
           scale=tf.abs(0.2 * self.gi_scales[layer]) + 0.05)
+    if self.smoothing is not None:
+      return relaxations.OverlappingMixture(params, self.smoothing)
     return relaxations.posterior(self.relaxation, params, beta=self.beta)
 
   def encode(self, x, seed, training=False, discrete=False, condition=None):

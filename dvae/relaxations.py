@@ -900,3 +900,46 @@ def posterior(name: str, logits: tf.Tensor, beta: float | tf.Tensor | None = Non
   return OverlappingMixture(
       logits, smoothing(name, tf.cast(beta, logits.dtype), validate_args=validate_args, **kw),
       validate_args=validate_args)
+
+
+# The smoothing families r(ζ|z=0) a model may be given as objects (`dvae.model.DVAE`).
+SMOOTHING_TYPES = (ExponentialSmoothing, PowerSmoothing, GaussianSmoothing,
+                   UniformExponentialSmoothing)
+
+
+def smoothing_config(distribution: _Smoothing) -> dict:
+  """A JSON-able description of a smoothing object (`smoothing_from_config` rebuilds it).
+
+  Args:
+    distribution: an instance of one of `SMOOTHING_TYPES` with constant (Python number or
+      scalar tensor) parameters.
+
+  Returns:
+    {"class_name": the class's name, "parameters": {parameter: float}}.
+
+  Raises:
+    TypeError: for another type.
+  """
+  if not isinstance(distribution, SMOOTHING_TYPES):
+    raise TypeError(f"a smoothing to save must be one of "
+                    f"{', '.join(t.__name__ for t in SMOOTHING_TYPES)}, got "
+                    f"{type(distribution).__name__}")
+  parameters = {name: float(tf.get_static_value(tf.convert_to_tensor(value)))
+                for name, value in distribution.parameters.items()
+                if name not in ("validate_args", "allow_nan_stats", "name")}
+  return {"class_name": type(distribution).__name__, "parameters": parameters}
+
+
+def smoothing_from_config(config: dict) -> _Smoothing:
+  """The smoothing object that `smoothing_config` described; only `SMOOTHING_TYPES` are made.
+
+  Raises:
+    ValueError: for an unknown class name or parameters that are not numbers.
+  """
+  types = {t.__name__: t for t in SMOOTHING_TYPES}
+  name, parameters = config.get("class_name"), config.get("parameters")
+  if name not in types or not isinstance(parameters, dict) or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) for v in parameters.values()):
+    raise ValueError(f"not a smoothing configuration: {config!r}; class_name must be one of "
+                     f"{', '.join(types)} with numeric parameters")
+  return types[name](**parameters)

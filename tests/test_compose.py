@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 import helpers
-from dvae import config, likelihoods, networks
+from dvae import config, likelihoods, networks, relaxations
 from dvae.boltzmann import GraphBoltzmannMachine
 from dvae.model import DVAE
 from dvae.rbm import RBM
@@ -24,12 +24,12 @@ def _images(num=40, seed=0):
   return helpers.synthetic_dataset(num_train=num, seed=seed).train
 
 
-def _composed(num_dims=12, seed=None, **kwargs):
+def _composed(num_dims=12, seed=None, relaxation="power", **kwargs):
   """A DVAE# from unseeded Dense layers and an RBM of 4 + 4 units."""
   encoder = keras.Sequential([keras.layers.Dense(16, "tanh"), keras.layers.Dense(8)])
   decoder = keras.Sequential([keras.layers.Dense(16, "tanh"), keras.layers.Dense(num_dims)])
   return DVAE(encoder, decoder, RBM(4, 4, num_chains=16, num_sweeps=2), num_dims,
-              relaxation="power", beta=30.0, seed=seed, **kwargs)
+              relaxation=relaxation, beta=30.0, seed=seed, **kwargs)
 
 
 class CompositionTest(tf.test.TestCase):
@@ -95,6 +95,43 @@ class CompositionTest(tf.test.TestCase):
     self.assertEqual(model.prior_machine.num_units, 200)
     unresolved = DVAE.from_hparams(config.HParams(struct="1-layer-lin", num_chains=10), mean)
     self.assertEqual(unresolved.beta, model.beta)
+
+
+class SmoothingObjectTest(tf.test.TestCase):
+  """A relaxation given as a smoothing object r(ζ|z=0) with parameters of the user's."""
+
+  def test_a_smoothing_object_trains_the_iw_bound_and_round_trips_through_a_keras_file(self):
+    smoothing = relaxations.UniformExponentialSmoothing(beta=12.0, eps=0.1)
+    model = _composed(num_dims=784, seed=0, relaxation=smoothing, k=3)
+    self.assertTrue(model.trains_iw)
+    self.assertIsNone(model.beta)
+    # The posterior is the mirrored mixture of exactly this smoothing.
+    q = model.posterior(0, tf.zeros([2, 4]))
+    self.assertIsInstance(q, relaxations.OverlappingMixture)
+    zeta = tf.constant([[0.05, 0.5, 0.9, 0.99]] * 2)
+    expected = np.log(0.5 * np.exp(smoothing.log_prob(zeta)) +
+                      0.5 * np.exp(smoothing.log_prob(1.0 - zeta)))
+    self.assertAllClose(q.log_prob(zeta), expected, rtol=1e-5)
+    model.compile(keras.optimizers.Adam(1e-2), eval_iw_samples=5)
+    images = _images(num=100)
+    model.fit(images, batch_size=50, epochs=1, verbose=0)
+    nll = model.evaluate(images, batch_size=100, verbose=0)[0]
+    self.assertTrue(np.isfinite(nll))
+    path = os.path.join(self.get_temp_dir(), "smoothing.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded.smoothing, relaxations.UniformExponentialSmoothing)
+    self.assertAllClose(loaded.smoothing.parameters["eps"], 0.1)
+    self.assertEqual(loaded.evaluate(images, batch_size=100, verbose=0)[0], nll)
+
+  def test_other_objects_and_crafted_configurations_are_refused(self):
+    with self.assertRaisesRegex(ValueError, "smoothing object"):
+      _composed(relaxation=object())
+    with self.assertRaisesRegex(ValueError, "not a smoothing configuration"):
+      relaxations.smoothing_from_config({"class_name": "os.system", "parameters": {}})
+    with self.assertRaisesRegex(ValueError, "not a smoothing configuration"):
+      relaxations.smoothing_from_config({"class_name": "PowerSmoothing",
+                                         "parameters": {"beta": "30"}})
 
 
 class PiecesTest(tf.test.TestCase):
