@@ -298,11 +298,14 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     self.weight_decay = float(weight_decay)
     self.num_chains, self.num_sweeps = int(num_chains), int(num_sweeps)
     # Refused before allocation: a configuration (e.g. from a model file) may ask for any size.
-    chain_bytes, available = 4 * self.num_chains * self._num_units, runs.available_memory()
-    if chain_bytes > available:
-      raise ValueError(f"num_chains={self.num_chains} chains of {self._num_units} units need "
-                       f"{chain_bytes / 2**30:.1f} GiB, more than the {available / 2**30:.1f} "
-                       f"GiB available; lower num_chains")
+    # The chains, and at least the couplings of a bipartite split with two optimizer slots.
+    n = self._num_units
+    needed = 4 * (self.num_chains * n + 3 * (n // 2) * (n - n // 2))
+    available = runs.available_memory()
+    if needed > available:
+      raise ValueError(f"num_chains={self.num_chains} chains of {n} units and their couplings "
+                       f"need {needed / 2**30:.1f} GiB, more than the "
+                       f"{available / 2**30:.1f} GiB available; lower num_chains or the units")
     self.path_populations = int(path_populations)
     self.path_population_size = int(path_population_size)
     self.path_sweeps = int(path_sweeps)

@@ -238,6 +238,11 @@ class CraftedModelFileTest(tf.test.TestCase):
     with self.assertRaisesRegex(Exception, "num_chains"):
       keras.models.load_model(path, safe_mode=True)
 
+  def test_crafted_units_are_refused_before_allocation(self):
+    path = self.save_with(num_left=4_000_000, num_right=4_000_000)
+    with self.assertRaisesRegex(Exception, "lower num_chains or the units"):
+      keras.models.load_model(path, safe_mode=True)
+
   def test_a_dimod_sampler_named_in_a_file_is_not_imported_on_load(self):
     module = "dvae_test_planted_sampler"
     folder = self.get_temp_dir()

@@ -18,8 +18,9 @@ import helpers
 from dvae import callbacks, data, runs, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Epochs of 10 steps: a stop at step 7 leaves a 3-step epoch to complete, which 5 does not divide.
-STEPS = dict(num_train_iter=20, eval_every=20, checkpoint_every_steps=10)
+# Epochs of 10 steps (an epoch ends at each evaluation): a stop at step 7 leaves a 3-step epoch
+# to complete, which 5 does not divide.
+STEPS = dict(num_train_iter=20, eval_every=10, checkpoint_every_steps=10)
 
 
 def _hparams(log_dir, steps_per_execution):
@@ -108,16 +109,26 @@ class StepsPerExecutionTest(tf.test.TestCase):
   def test_session_resumed_mid_epoch_goes_on_with_the_next_batches(self):
     hp = _hparams(self.get_temp_dir(), 1)
     run = training.Run(hp, self.dataset, log=lambda line: None)
+    iterations = run.model.optimizer.iterations
     calls = []
-    with mock.patch.object(run, "restore_latest", return_value=7), \
-        mock.patch.object(run.model, "fit", side_effect=lambda **kw: calls.append(kw)):
+
+    def resume():
+      iterations.assign(7)
+      return 7
+
+    def fit(batches, steps_per_epoch, initial_epoch, epochs, **_):
+      calls.append((next(iter(batches)), steps_per_epoch))
+      iterations.assign_add(steps_per_epoch * (epochs - initial_epoch))
+
+    with mock.patch.object(run, "restore_latest", side_effect=resume), \
+        mock.patch.object(run.model, "fit", side_effect=fit):
       run.fit()
-    self.assertEqual([call["steps_per_epoch"] for call in calls], [3, 10])
-    stream = list(data.train_dataset(self.dataset, hp.train_batch_size,
-                                     seed=hp.seed * 1_000_003 + 7).take(4))
-    self.assertAllEqual(next(iter(calls[0]["x"])), stream[0])
-    # The epoch's completion used batches 0–2 of the session's stream; the next call starts at 3.
-    self.assertAllEqual(next(iter(calls[1]["x"])), stream[3])
+    self.assertEqual([steps for _, steps in calls], [3, 10])
+    # One stream for the whole run, at the step it has reached: the same batches as a run that
+    # was never interrupted.
+    stream = list(data.train_dataset(self.dataset, hp.train_batch_size, seed=hp.seed).take(11))
+    self.assertAllEqual(calls[0][0], stream[7])
+    self.assertAllEqual(calls[1][0], stream[10])
 
   def test_non_positive_value_is_refused_in_one_line(self):
     for value in (0, -1):
