@@ -194,13 +194,16 @@ def main(argv):
         max(hparams.periodic_eval_iw_samples, hparams.eval_iw_samples), hparams.eval_batch_size,
         dataset.num_dims)
     runs.check_memory(hparams, dataset.num_dims, hparams.eval_batch_size * samples,
-                      data_values=sum(x.size for x in (dataset.train, dataset.valid,
-                                                       dataset.test)))
+                      data_values=sum(x.size for x in (
+                          dataset.train, dataset.valid, dataset.test, dataset.train_cond,
+                          dataset.valid_cond, dataset.test_cond) if x is not None))
     lock = runs.open_run(hparams, log=log, data_fingerprint=data.fingerprint(dataset))
   except (data.DataError, runs.RunError) as e:
     _fail(e)
   for note in notes:
     log(note)
+  if dataset.condition_dims:
+    log(f"conditional model p(x|c): the data has conditions of width {dataset.condition_dims}")
 
   run = None
   try:

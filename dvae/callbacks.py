@@ -25,6 +25,7 @@ import signal
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dvae import evaluation, runs
@@ -41,13 +42,23 @@ def image_tiles(images, rows, columns, image_shape):
   return tiled
 
 
-def image_summaries(model, images, image_shape, prefix=""):
+def image_summaries(model, images, image_shape, prefix="", conditions=None):
   """Writes `images` beside their reconstructions and 100 decoded states of the prior's chains
-  as 10 × 10 tiles (to the default summary writer)."""
-  images = tf.constant(images[:50])
-  pairs = tf.reshape(tf.stack([images, model(images)], axis=1), [-1, model.num_dims])
+  as 10 × 10 tiles (to the default summary writer).
+
+  A conditional model needs `conditions` [N, C], those of `images`: the reconstructions use
+  their own, and the samples the first rows' in turn (the N rows repeated as needed).
+  """
+  num_samples = min(100, model.prior_machine.num_chains)
+  inputs = images = tf.constant(images[:50])
+  condition = None
+  if conditions is not None:
+    inputs = {"x": images, "condition": tf.constant(conditions[:50], tf.float32)}
+    condition = tf.constant(np.resize(np.asarray(conditions, np.float32),
+                                      [num_samples, np.shape(conditions)[1]]))
+  pairs = tf.reshape(tf.stack([images, model(inputs)], axis=1), [-1, model.num_dims])
   tf.summary.image(f"{prefix}inputs_and_reconstructions", image_tiles(pairs, 10, 10, image_shape))
-  samples = model.generate(min(100, model.prior_machine.num_chains))
+  samples = model.generate(num_samples, condition=condition)
   tf.summary.image(f"{prefix}samples", image_tiles(samples, 10, 10, image_shape))
 
 
@@ -74,11 +85,14 @@ class Evaluation(keras.callbacks.Callback):
     history_path: the JSON-lines file to append to.
     summary_dir: TensorBoard directory.
     log: a function of one line.
+    test_conditions: [N, C] conditions of `test_images` for a conditional model, else None.
   """
 
-  def __init__(self, test_images, num_samples, batch_size, history_path, summary_dir, log):
+  def __init__(self, test_images, num_samples, batch_size, history_path, summary_dir, log,
+               test_conditions=None):
     super().__init__()
     self.test_images, self.num_samples, self.batch_size = test_images, num_samples, batch_size
+    self.test_conditions = test_conditions
     self.history_path, self.log = history_path, log
     self.writer = tf.summary.create_file_writer(summary_dir)
 
@@ -87,7 +101,8 @@ class Evaluation(keras.callbacks.Callback):
     if "val_loss" not in logs or not _finite(logs):
       return
     model = self.model
-    test = evaluation.evaluate(model, self.test_images, self.num_samples, self.batch_size)
+    test = evaluation.evaluate(model, self.test_images, self.num_samples, self.batch_size,
+                               conditions=self.test_conditions)
     record = {"step": _step(model), "log_z": float(model.prior_machine.log_z.numpy()),
               "log_z_stderr": float(model.prior_machine.log_z_stderr.numpy()),
               "val_nll": logs["val_loss"], "val_neg_elbo": logs["val_neg_elbo"],
@@ -149,13 +164,14 @@ class Summaries(keras.callbacks.Callback):
   trail the model, `dvae.boltzmann`), `prior/*` (the prior's own, e.g. λ and the smallest
   eigenvalue for the Gaussian integral). Images, when the data are
   images of `image_shape` (H, W) (flat data has no picture to show): the first 50 `images`
-  beside their reconstructions, and 100 states of the prior's chains decoded.
+  beside their reconstructions, and 100 states of the prior's chains decoded. A conditional
+  model gets `conditions`, those of `images` (`image_summaries`).
   """
 
-  def __init__(self, summary_dir, images, image_shape):
+  def __init__(self, summary_dir, images, image_shape, conditions=None):
     super().__init__()
     self.writer = tf.summary.create_file_writer(summary_dir)
-    self.images, self.image_shape = images, image_shape
+    self.images, self.image_shape, self.conditions = images, image_shape, conditions
 
   def on_epoch_end(self, epoch, logs=None):
     model = self.model
@@ -174,7 +190,7 @@ class Summaries(keras.callbacks.Callback):
       for name, value in model.prior.summaries().items():
         tf.summary.scalar(f"prior/{name}", value)
       if self.image_shape is not None:
-        image_summaries(model, self.images, self.image_shape)
+        image_summaries(model, self.images, self.image_shape, conditions=self.conditions)
     self.writer.flush()
 
 

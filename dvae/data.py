@@ -19,6 +19,12 @@ one image per row (row-major when it is an H×W image):
   [0, 1]. Without `valid`, the last ⌊N/10⌋ training rows (at least 1) are the validation set,
   the same on every run. Other keys are ignored. An [N, H, W] file keeps (H, W) as
   `Dataset.image_shape`; it is read with `allow_pickle=False`, so object arrays are refused.
+  Optional conditions c beside the data make the model learn p(x|c): `train_cond`, `test_cond`,
+  and `valid_cond` when there is a `valid` (without `valid` the validation conditions are the
+  last rows of `train_cond`, carved like the rows), all or none of them. Each is real [N, C]
+  (one row per row of its split, finite, bool, integer or float), or integer labels [N] ≥ 0,
+  one-hot encoded to [N, K] with K = the largest label over all splits + 1. They load as
+  float32 `Dataset.train_cond`, `valid_cond`, `test_cond`.
 
 Binarization ("none", "static", "dynamic"; the default is the data set's protocol, "dynamic" for
 omniglot and dynamic_mnist, "none" otherwise). "none" requires 0/1 values. Otherwise validation
@@ -143,6 +149,10 @@ class Dataset:
   Gaussian or categorical likelihood (a user's file, binarization "none") all three splits hold
   the file's values as they are.
 
+  A conditional data set (a user's file with conditions) also holds one condition row per
+  image of each split, float32 [N, C]; the model then learns p(x|c). An unconditional one has
+  None there.
+
   Attributes:
     train: float32 [N_train, D] training images.
     valid: float32 [N_valid, D] validation images.
@@ -150,6 +160,12 @@ class Dataset:
     train_mean: float32 [D] per-pixel mean of `train`.
     dynamic_binarization: whether `train` is binarized afresh in every batch.
     image_shape: (H, W) with H·W = D, or None.
+    train_cond: float32 [N_train, C] conditions of `train`, or None.
+    valid_cond: float32 [N_valid, C] conditions of `valid`, or None.
+    test_cond: float32 [N_test, C] conditions of `test`, or None.
+
+  Raises:
+    ValueError: conditions for some splits but not all, or not one row per image.
   """
   train: np.ndarray
   valid: np.ndarray
@@ -157,16 +173,39 @@ class Dataset:
   train_mean: np.ndarray
   dynamic_binarization: bool
   image_shape: tuple[int, int] | None = None
+  train_cond: np.ndarray | None = None
+  valid_cond: np.ndarray | None = None
+  test_cond: np.ndarray | None = None
+
+  def __post_init__(self):
+    conditions = [getattr(self, f"{split}_cond") for split in SPLITS]
+    if all(c is None for c in conditions):
+      return
+    if any(c is None for c in conditions):
+      raise ValueError("a Dataset has conditions for all three splits or none")
+    for split, c in zip(SPLITS, conditions):
+      if np.ndim(c) != 2 or len(c) != len(getattr(self, split)):
+        raise ValueError(f"{split}_cond must be [N, C] with one row per row of {split}, got "
+                         f"shape {list(np.shape(c))} for {len(getattr(self, split))} rows")
+    if len({np.shape(c)[1] for c in conditions}) != 1:
+      raise ValueError("train_cond, valid_cond and test_cond must have the same width C")
 
   @property
   def num_dims(self) -> int:
     """D, the pixels per image."""
     return self.train.shape[1]
 
+  @property
+  def condition_dims(self) -> int:
+    """C, the width of a condition row; 0 for unconditional data."""
+    return 0 if self.train_cond is None else self.train_cond.shape[1]
+
 
 def fingerprint(dataset: Dataset) -> str:
-  """16 hex digits of the SHA-256 of a `Dataset`'s splits (shape, dtype and bytes of each) and
-  its binarization: a run's data, as part of its identity (`dvae.runs.open_run`).
+  """16 hex digits of the SHA-256 of a `Dataset`'s splits (shape, dtype and bytes of each), its
+  binarization and its conditions if it has any: a run's data, as part of its identity
+  (`dvae.runs.open_run`). Data without conditions keeps the fingerprint it had before
+  conditions existed.
 
   Args:
     dataset: the loaded data.
@@ -180,6 +219,12 @@ def fingerprint(dataset: Dataset) -> str:
     digest.update(f"{x.dtype.str}{x.shape};".encode())
     digest.update(memoryview(x).cast("B"))
   digest.update(f"dynamic={dataset.dynamic_binarization}".encode())
+  if dataset.condition_dims:
+    digest.update(b"conditions;")
+    for c in (dataset.train_cond, dataset.valid_cond, dataset.test_cond):
+      c = np.ascontiguousarray(c)
+      digest.update(f"{c.dtype.str}{c.shape};".encode())
+      digest.update(memoryview(c).cast("B"))
   return digest.hexdigest()[:16]
 
 
@@ -247,6 +292,8 @@ class _Splits:
   test: np.ndarray
   image_shape: tuple | None
   described: str
+  # {split: float32 [N, C]} for every split, or None.
+  conditions: dict | None = None
 
 
 def _binarized(splits, binarization, binary=True):
@@ -266,9 +313,11 @@ def _binarized(splits, binarization, binary=True):
     if binarization == "static":
       train = rng.random(train.shape) < train
     train = train.astype(np.float32)
+  conditions = splits.conditions or {}
   return Dataset(train=train, valid=valid, test=test, train_mean=train.mean(axis=0),
                  dynamic_binarization=binarization == "dynamic",
-                 image_shape=splits.image_shape)
+                 image_shape=splits.image_shape,
+                 **{f"{split}_cond": conditions.get(split) for split in SPLITS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -637,7 +686,7 @@ def _load_npz(path, likelihood="bernoulli"):
                       f"{', '.join(npz.files) or 'no arrays'}); {_NPZ_FORMAT}")
     _check_declared_arrays(path, npz)
     arrays = {}
-    for key in SPLITS:
+    for key in (*SPLITS, *CONDITION_KEYS):
       if key in npz.files:
         try:
           arrays[key] = npz[key]
@@ -646,6 +695,8 @@ def _load_npz(path, likelihood="bernoulli"):
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
           raise DataError(f"{path}: array {key!r} is unreadable, truncated or corrupt "
                           f"({_one_line(e)}); {_NPZ_FORMAT}") from None
+  condition_arrays = {key[:-len("_cond")]: arrays.pop(key)
+                      for key in CONDITION_KEYS if key in arrays}
   shape = None
   for key, x in arrays.items():
     described = f"{path}: {key}"
@@ -666,6 +717,7 @@ def _load_npz(path, likelihood="bernoulli"):
       _check_values(x, described, binary=False)
     else:
       _check_levels(x, described, likelihood)
+  conditions = _checked_conditions(path, condition_arrays, arrays)
   flat = {key: x.reshape(len(x), -1) for key, x in arrays.items()}
   if "valid" not in flat:
     train = flat["train"]
@@ -674,8 +726,84 @@ def _load_npz(path, likelihood="bernoulli"):
                       "or at least 2 training rows (the last tenth validates)")
     num_valid = max(1, len(train) // 10)
     flat["train"], flat["valid"] = train[:-num_valid], train[-num_valid:]
+    if conditions is not None:
+      # The validation conditions are carved out of train_cond exactly as the rows.
+      train_cond = conditions["train"]
+      conditions["train"], conditions["valid"] = train_cond[:-num_valid], train_cond[-num_valid:]
   return _Splits(**flat, image_shape=tuple(shape) if len(shape) == 2 else None,
-                 described=path)
+                 described=path, conditions=conditions)
+
+
+# The condition arrays of a user's file, in the order of SPLITS.
+CONDITION_KEYS = tuple(f"{split}_cond" for split in SPLITS)
+
+_COND_FORMAT = ("conditions are train_cond, test_cond and, with valid, valid_cond, each real "
+                "[N, C] or integer labels [N] (one-hot encoded), one row per row of its split")
+
+
+def _checked_conditions(path, conditions, arrays):
+  """{split: float32 [N, C]} from the file's condition arrays (`conditions`, by split) for the
+  data `arrays` (by split, as stored), or None for a file without conditions.
+
+  Integer labels [N] become one-hot rows [N, K], K the largest label over all splits + 1.
+  """
+  if not conditions:
+    return None
+  if "valid" in conditions and "valid" not in arrays:
+    raise DataError(f"{path} has valid_cond but no valid; without valid the last tenth of train "
+                    "validates and its conditions are the last rows of train_cond, so drop "
+                    "valid_cond or give valid too")
+  missing = [f"{split}_cond" for split in SPLITS if split in arrays and split not in conditions]
+  if missing:
+    given = ", ".join(f"{split}_cond" for split in conditions)
+    raise DataError(f"{path} has {given} but lacks {' and '.join(missing)}; conditions are given "
+                    f"for every split or none: {_COND_FORMAT}")
+  # Booleans as 0/1 (NumPy rounds no booleans).
+  conditions = {split: c.astype(np.uint8) if c.dtype == bool else c
+                for split, c in conditions.items()}
+  for split, c in conditions.items():
+    described = f"{path}: {split}_cond"
+    if c.dtype.kind not in _NPZ_KINDS:
+      raise DataError(f"{described} has dtype {c.dtype}; {_COND_FORMAT}")
+    if c.ndim not in (1, 2) or (c.ndim == 2 and c.shape[1] == 0):
+      raise DataError(f"{described} has shape {list(c.shape)}; {_COND_FORMAT}")
+    if len(c) != len(arrays[split]):
+      raise DataError(f"{described} has {len(c)} rows, but {split} has {len(arrays[split])}; "
+                      "give one condition row per data row")
+    bad = ~np.isfinite(c)
+    if c.ndim == 1:
+      bad |= (c < 0) | (c != np.round(c))
+    if bad.any():
+      expected = ("class labels 0, 1, … (a 1-D condition is one label per row; give real "
+                  "conditions as [N, C])" if c.ndim == 1 else "finite real values")
+      raise DataError(f"{described} has values such as {c[bad][0].item()}; expected {expected}")
+  if len({c.ndim for c in conditions.values()}) > 1:
+    raise DataError(f"{path}: some conditions are labels [N] and some rows [N, C]; give every "
+                    "split's conditions in the same form")
+  if next(iter(conditions.values())).ndim == 1:
+    num_classes = int(max(c.max() for c in conditions.values())) + 1
+    needed = sum(len(c) for c in conditions.values()) * num_classes * 4
+    available = runs.available_memory()
+    if needed > available:
+      raise DataError(f"{path}: labels up to {num_classes - 1} make one-hot conditions of "
+                      f"{needed / 2**30:.1f} GiB, but {available / 2**30:.1f} GiB of memory is "
+                      "available; number the classes 0 … K−1")
+    one_hot = {}
+    for split, labels in conditions.items():
+      one_hot[split] = np.zeros([len(labels), num_classes], np.float32)
+      one_hot[split][np.arange(len(labels)), labels.astype(np.int64)] = 1
+    return one_hot
+  widths = {split: c.shape[1] for split, c in conditions.items()}
+  if len(set(widths.values())) > 1:
+    raise DataError(f"{path}: the conditions have different widths C ("
+                    f"{', '.join(f'{split}_cond {c}' for split, c in widths.items())}); every "
+                    "split's conditions need the same C")
+  rows = {split: c.astype(np.float32) for split, c in conditions.items()}
+  for split, c in rows.items():
+    if not np.isfinite(c).all():
+      raise DataError(f"{path}: {split}_cond has values too large for float32 (such as "
+                      f"{conditions[split][~np.isfinite(c)][0].item()}); scale the conditions")
+  return rows
 
 
 # Boolean, signed and unsigned integer, floating point.
@@ -689,7 +817,7 @@ def _check_declared_arrays(path, npz):
   pass (a small compressed file may declare terabytes).
   """
   total = 0
-  for key in SPLITS:
+  for key in (*SPLITS, *CONDITION_KEYS):
     if key not in npz.files:
       continue
     try:
@@ -704,7 +832,8 @@ def _check_declared_arrays(path, npz):
     if dtype.hasobject:
       raise DataError(_unreadable_npz(f"{path} (array {key!r})", "pickle"))
     if dtype.kind not in _NPZ_KINDS:
-      raise DataError(f"{path}: {key} has dtype {dtype}; {_NPZ_FORMAT}")
+      raise DataError(f"{path}: {key} has dtype {dtype}; "
+                      f"{_COND_FORMAT if key in CONDITION_KEYS else _NPZ_FORMAT}")
     # The array as stored and as float32 (every split ends as float32 [N, D]).
     total += math.prod(shape) * (dtype.itemsize + 4)
   available = runs.available_memory()
@@ -726,7 +855,8 @@ def _unreadable_npz(described, error):
 def train_dataset(dataset: Dataset, batch_size: int, seed: int,
                   start_step: int = 0) -> tf.data.Dataset:
   """Endless batches of training images, float32 [batch_size, D] with values in {0, 1} (the
-  data's own values with a Gaussian or categorical likelihood).
+  data's own values with a Gaussian or categorical likelihood); for a conditional `dataset`,
+  dicts {"x": images, "condition": their conditions [batch_size, C]}.
 
   Each epoch visits the training set in a fresh permutation and batches run on across epoch
   boundaries, so every batch is full. Grey training images (`dynamic_binarization`) are
@@ -743,7 +873,9 @@ def train_dataset(dataset: Dataset, batch_size: int, seed: int,
     start_step: the number of the first batch, ≥ 0.
 
   Returns:
-    An infinite `tf.data.Dataset` of float32 [batch_size, D] tensors.
+    An infinite `tf.data.Dataset` of float32 [batch_size, D] tensors, or of dicts
+    {"x": [batch_size, D], "condition": [batch_size, C]} (float32) when `dataset` has
+    conditions. The images, their order and their binarization do not depend on the conditions.
 
   Raises:
     ValueError: `batch_size`, `seed` or `start_step` out of range.
@@ -759,6 +891,8 @@ def train_dataset(dataset: Dataset, batch_size: int, seed: int,
   small_levels = np.array_equal(dataset.train, dataset.train.astype(np.uint8))
   images = tf.constant(dataset.train.astype(np.uint8) if small_levels and not
                        dataset.dynamic_binarization else dataset.train)
+  conditions = (None if dataset.train_cond is None
+                else tf.constant(np.asarray(dataset.train_cond, np.float32)))
   num_images = dataset.train.shape[0]
   # Separate streams for the order and the binarization, so neither shifts the other.
   order_key, binarize_key = (tf.constant([seed, stream], tf.int64) for stream in (0, 1))
@@ -775,7 +909,9 @@ def train_dataset(dataset: Dataset, batch_size: int, seed: int,
       uniform = tf.random.stateless_uniform(
           tf.shape(x), seed=tf.random.experimental.stateless_fold_in(binarize_key, step))
       x = tf.cast(uniform < x, tf.float32)
-    return x
+    if conditions is None:
+      return x
+    return {"x": x, "condition": tf.gather(conditions, indices)}
 
   first_epoch, offset = divmod(start_step * batch_size, num_images)
   indices = (tf.data.Dataset.counter(first_epoch).flat_map(epoch_order).skip(offset)
@@ -785,21 +921,31 @@ def train_dataset(dataset: Dataset, batch_size: int, seed: int,
           .prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(images: np.ndarray, batch_size: int,
+                 conditions: np.ndarray | None = None) -> tf.data.Dataset:
   """The images of one fixed split in order, float32 batches of `batch_size` (the last may be
   smaller unless `batch_size` divides the split, as `config` ensures for the published ones).
 
   Args:
     images: [N, D] images of one split (e.g. `Dataset.valid`).
     batch_size: images per batch, ≥ 1.
+    conditions: [N, C] conditions of the images (e.g. `Dataset.valid_cond`), or None.
 
   Returns:
-    A finite `tf.data.Dataset` of float32 [≤ batch_size, D] tensors, ⌈N / batch_size⌉ of them.
+    A finite `tf.data.Dataset` of float32 [≤ batch_size, D] tensors, ⌈N / batch_size⌉ of them;
+    with `conditions`, of dicts {"x": images, "condition": their conditions}.
 
   Raises:
-    ValueError: `batch_size` < 1.
+    ValueError: `batch_size` < 1, or `conditions` without one row per image.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-  return (tf.data.Dataset.from_tensor_slices(np.asarray(images, np.float32))
+  elements = np.asarray(images, np.float32)
+  if conditions is not None:
+    conditions = np.asarray(conditions, np.float32)
+    if conditions.ndim != 2 or len(conditions) != len(elements):
+      raise ValueError(f"conditions must be [N, C] with one row per image ({len(elements)}), "
+                       f"got shape {list(conditions.shape)}")
+    elements = {"x": elements, "condition": conditions}
+  return (tf.data.Dataset.from_tensor_slices(elements)
           .batch(batch_size).prefetch(tf.data.AUTOTUNE))

@@ -11,6 +11,12 @@ Endpoints (all float32 images in [0, 1]^D, flattened row-major; D = 784 for 28×
                                current) at export with the prior's `log_z_refresh` settings
     image_shape()            → int32 [2], (H, W) of the images; only for image data
 
+A conditional model (`condition_dims` C > 0, p(x|c)) has the same endpoints with one more
+argument, last, `condition` float32 [N, C] (one row per image; for `sample` num_images rows):
+encode(x, seed, condition), decode(z, condition), sample(num_images, seed, condition),
+log_likelihood(x, k, seed, condition) (the IW estimate of log p(x|c)), and a
+`condition_dims()` endpoint → int32 C. The export's marker file records `condition_dims` too.
+
 Load with `tf.saved_model.load(path)` and call e.g. `loaded.decode(z)`.
 """
 
@@ -38,7 +44,8 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
   `image_shape` (H, W) of the training data (`Dataset.image_shape`), if it has one, is kept as
   the `image_shape` endpoint, so that a user can reshape the [N, D] outputs into images.
   The prior's log Z is made current first (`ensure_current_log_z`): the export carries the
-  log Z of the exported parameters.
+  log Z of the exported parameters. A conditional model's endpoints take the condition
+  (module docstring).
   """
   if os.path.lexists(export_dir) and not overwrite:
     raise ExportDirExistsError(
@@ -51,29 +58,49 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
   num_latents = model.prior_machine.num_units
   images = tf.TensorSpec([None, model.num_dims], tf.float32, name="x")
   seed = tf.TensorSpec([2], tf.int32, name="seed")
+  condition_dims = getattr(model, "condition_dims", 0)
+  # The conditional endpoints' last argument; none for an unconditional model.
+  conditions = ([tf.TensorSpec([None, condition_dims], tf.float32, name="condition")]
+                if condition_dims else [])
 
-  def encode(x, seed):
-    posteriors, _ = model.encode(x, seed, discrete=True)
+  def rows_of(condition, num_rows, what):
+    """`condition`, checked to have one row per row of `what` (num_rows)."""
+    if condition is None:
+      return None
+    with tf.control_dependencies([tf.debugging.assert_equal(
+        tf.shape(condition)[0], tf.cast(num_rows, tf.int32),
+        message=f"condition needs one row per row of {what}")]):
+      return tf.identity(condition)
+
+  def encode(x, seed, condition=None):
+    condition = rows_of(condition, tf.shape(x)[0], "x")
+    posteriors, _ = model.encode(x, seed, discrete=True, condition=condition)
     return {f"logits_{i}": q.logits for i, q in enumerate(posteriors)}
 
-  def decode(z):
-    return model.likelihood.mean(model.decode(z))
+  def decode(z, condition=None):
+    condition = rows_of(condition, tf.shape(z)[0], "z")
+    return model.likelihood.mean(model.decode(z, condition=condition))
 
-  def sample(num_images, seed):
-    return decode(model.prior_machine.sample(num_images, SAMPLE_SWEEPS, seed=seed))
+  def sample(num_images, seed, condition=None):
+    condition = rows_of(condition, num_images, "the images (num_images)")
+    return decode(model.prior_machine.sample(num_images, SAMPLE_SWEEPS, seed=seed), condition)
 
-  def log_likelihood(x, k, seed):
-    return iw_log_mean_exp(model.discrete_log_weights(x, k, seed))
+  def log_likelihood(x, k, seed, condition=None):
+    condition = rows_of(condition, tf.shape(x)[0], "x")
+    return iw_log_mean_exp(model.discrete_log_weights(x, k, seed, condition=condition))
 
   archive = keras.export.ExportArchive()
   archive.track(model)
-  archive.add_endpoint("encode", encode, input_signature=[images, seed])
+  archive.add_endpoint("encode", encode, input_signature=[images, seed, *conditions])
   archive.add_endpoint("decode", decode, input_signature=[
-      tf.TensorSpec([None, num_latents], tf.float32, name="z")])
+      tf.TensorSpec([None, num_latents], tf.float32, name="z"), *conditions])
   archive.add_endpoint("sample", sample, input_signature=[
-      tf.TensorSpec([], tf.int32, name="num_images"), seed])
+      tf.TensorSpec([], tf.int32, name="num_images"), seed, *conditions])
   archive.add_endpoint("log_likelihood", log_likelihood, input_signature=[
-      images, tf.TensorSpec([], tf.int32, name="k"), seed])
+      images, tf.TensorSpec([], tf.int32, name="k"), seed, *conditions])
+  if condition_dims:
+    archive.add_endpoint("condition_dims", lambda: tf.constant(condition_dims, tf.int32),
+                         input_signature=[])
   if image_shape is not None:
     archive.add_endpoint("image_shape", lambda: tf.constant(image_shape, tf.int32),
                          input_signature=[])
@@ -83,7 +110,8 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
   try:
     archive.write_out(temporary, verbose=False)
     runs.write_json_atomically(os.path.join(temporary, runs.EXPORT_MARKER),
-                               {"dvae_export": 1, "num_dims": model.num_dims})
+                               {"dvae_export": 1, "num_dims": model.num_dims,
+                                "condition_dims": condition_dims})
     if os.path.lexists(export_dir):
       # An earlier export (checked above): renamed aside first, so that export_dir is always
       # a whole model.

@@ -38,6 +38,8 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -45,7 +47,7 @@ import tensorflow as tf
 
 from dvae import callbacks as callbacks_lib
 from dvae import data as data_lib
-from dvae import evaluation, runs
+from dvae import config, evaluation, runs
 from dvae.model import DVAE, kl_warm_up
 
 # The training terms in the order a non-finite value is reported.
@@ -134,6 +136,10 @@ def verify_checkpoint(prefix):
 class Run:
   """Trains and evaluates one configuration through `model.fit`.
 
+  A conditional `dataset` (`condition_dims` C > 0, a user's file with conditions) makes a
+  conditional model of p(x|c): training, evaluation and the image summaries give it each
+  image's condition (the samples shown take the first validation rows' conditions).
+
   Args:
     hparams: a resolved `dvae.config.HParams`.
     dataset: a `dvae.data.Dataset`.
@@ -143,9 +149,11 @@ class Run:
     directory: the run directory.
     chief: whether this process writes the run's files (not a non-chief multi-worker worker).
     output: where this process writes: `directory` for the chief, else a temporary directory.
+    model: the `dvae.model.DVAE` being trained.
   """
 
-  def __init__(self, hparams, dataset, log=print):
+  def __init__(self, hparams: config.HParams, dataset: data_lib.Dataset,
+               log: Callable[[str], None] = print):
     self.hparams, self.dataset, self.log = hparams, dataset, log
     self.directory = runs.run_directory(hparams)
     self.chief = hparams.distribute != "multi_worker" or runs.is_chief()
@@ -162,7 +170,8 @@ class Run:
       num_classes = (max(int(split.max()) for split in (
           dataset.train, dataset.valid, dataset.test)) + 1
                      if hparams.likelihood == "categorical" else None)
-      self.model = DVAE.from_hparams(hparams, dataset.train_mean, num_classes=num_classes)
+      self.model = DVAE.from_hparams(hparams, dataset.train_mean, num_classes=num_classes,
+                                     condition_dims=dataset.condition_dims)
       self._compile(keras.optimizers.Adam(
           learning_rate_schedule(hparams.base_lr, hparams.num_train_iter), epsilon=1e-3))
       self.model.optimizer.build(self.model.trainable_variables)
@@ -267,8 +276,13 @@ class Run:
     self.clock.tick()
     self.latest.save(checkpoint_number=self.step)
 
-  def callbacks(self):
-    """Keras's callbacks and the project's (`dvae.callbacks`), in the order they must run."""
+  def callbacks(self) -> list[keras.callbacks.Callback]:
+    """Keras's callbacks and the project's (`dvae.callbacks`), in the order they must run.
+
+    Returns:
+      The callbacks for `model.fit`: the last logs' record, TerminateOnNaN, the clock, the
+      periodic evaluation, the summaries, TensorBoard, the checkpoints and the signal handler.
+    """
     hp = self.hparams
     summaries = os.path.join(self.output, "summaries")
     checkpoints = callbacks_lib.Checkpoints(
@@ -282,15 +296,20 @@ class Run:
         self.clock,
         callbacks_lib.Evaluation(
             self.dataset.test, hp.periodic_eval_iw_samples, hp.eval_batch_size,
-            os.path.join(self.output, "eval_history.jsonl"), summaries, self.log),
-        callbacks_lib.Summaries(summaries, self.dataset.valid, self.dataset.image_shape),
+            os.path.join(self.output, "eval_history.jsonl"), summaries, self.log,
+            test_conditions=self.dataset.test_cond),
+        callbacks_lib.Summaries(summaries, self.dataset.valid, self.dataset.image_shape,
+                                conditions=self.dataset.valid_cond),
         keras.callbacks.TensorBoard(summaries),
         checkpoints,
         callbacks_lib.StopOnSignal(self.save_latest, self.any_worker),
     ]
 
-  def fit(self, verbose=2):
+  def fit(self, verbose: int = 2) -> None:
     """Trains up to `num_train_iter` steps with periodic evaluation and checkpoints.
+
+    Args:
+      verbose: Keras's `fit` verbosity (2: one line per epoch).
 
     Raises:
       NonFiniteError: a training term became non-finite; the last good checkpoint is kept.
@@ -299,7 +318,8 @@ class Run:
     hp = self.hparams
     start = self.restore_latest()
     fit = dict(callbacks=self.callbacks(), shuffle=False, verbose=verbose,
-               validation_data=data_lib.eval_dataset(self.dataset.valid, hp.eval_batch_size))
+               validation_data=data_lib.eval_dataset(self.dataset.valid, hp.eval_batch_size,
+                                                     self.dataset.valid_cond))
     for first, epochs, steps in epoch_plan(hp, start):
       self._execute_in_calls_of(steps)
       batches = data_lib.train_dataset(self.dataset, hp.train_batch_size, seed=hp.seed,
@@ -316,9 +336,20 @@ class Run:
             f"non-finite {term} at step {self.step}; training stopped, last good checkpoint "
             f"kept: {kept}")
 
-  def final_evaluation(self):
+  def final_evaluation(self) -> dict[str, Any]:
     """Restores the best checkpoint, re-estimates log Z, evaluates (SPEC §5); writes results.json
-    to `output` (the run directory, or a non-chief worker's temporary one)."""
+    to `output` (the run directory, or a non-chief worker's temporary one).
+
+    A conditional run's NLLs are of p(x|c), each image scored with its own condition.
+
+    Returns:
+      The results as written: `log_z`, `log_z_stderr`, `val_nll`, `val_neg_elbo`, `test_nll`,
+      `test_neg_elbo`, the log Z estimate and its check, the steps, clocks and hparams (and
+      `condition_dims` for a conditional run).
+
+    Raises:
+      runs.RunError: no checkpoint at all can be read.
+    """
     hp = self.hparams
     steps = self.step
     self.clock.tick()
@@ -340,9 +371,11 @@ class Run:
                       seed=[hp.seed, steps])
     log_z, log_z_stderr = float(log_z), float(log_z_stderr)
     results = {"log_z": log_z, "log_z_stderr": log_z_stderr}
-    for split, images, k in (("val", self.dataset.valid, hp.periodic_eval_iw_samples),
-                             ("test", self.dataset.test, hp.eval_iw_samples)):
-      scores = evaluation.evaluate(self.model, images, k, hp.eval_batch_size)
+    for split, images, conditions, k in (
+        ("val", self.dataset.valid, self.dataset.valid_cond, hp.periodic_eval_iw_samples),
+        ("test", self.dataset.test, self.dataset.test_cond, hp.eval_iw_samples)):
+      scores = evaluation.evaluate(self.model, images, k, hp.eval_batch_size,
+                                   conditions=conditions)
       for name in ("neg_elbo", "nll"):
         results[f"{split}_{name}"] = scores[name]
     writer = tf.summary.create_file_writer(os.path.join(self.output, "summaries"))
@@ -351,7 +384,7 @@ class Run:
         tf.summary.scalar(f"final/{name}", value)
       if self.dataset.image_shape is not None:
         callbacks_lib.image_summaries(self.model, self.dataset.valid, self.dataset.image_shape,
-                                      prefix="final/")
+                                      prefix="final/", conditions=self.dataset.valid_cond)
     writer.close()
     self.log(f"final (best step {int(self.best_step.numpy())}): log Z {log_z:.3f} ± "
              f"{log_z_stderr:.3f}, val NLL {results['val_nll']:.2f}, "
@@ -367,6 +400,8 @@ class Run:
         val_iw_samples=hp.periodic_eval_iw_samples, test_iw_samples=hp.eval_iw_samples,
         log_z_check=log_z_check,
         hparams=dataclasses.asdict(hp))
+    if self.dataset.condition_dims:
+      results["condition_dims"] = self.dataset.condition_dims
     runs.write_json_atomically(os.path.join(self.output, "results.json"), results)
     return results
 
