@@ -16,7 +16,6 @@ import signal
 import sys
 import tempfile
 import textwrap
-import threading
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -102,51 +101,73 @@ def _fail(message, status=2):
   sys.exit(status)
 
 
-@contextlib.contextmanager
-def _start_up(hparams):
-  """For a multi-worker run: ends the process with one line when the workers have not all
-  started within `startup_timeout_secs`, or at once on SIGTERM or SIGINT meanwhile.
+class _StartUpSupervisor:
+  """For a multi-worker run: ends it with one line when the workers have not all started within
+  `startup_timeout_secs`, or at once on SIGTERM or SIGINT meanwhile.
 
-  TensorFlow waits for the other workers inside native code, where Python's signal handlers do
-  not run; the signals are seen through `signal.set_wakeup_fd` by a thread that also keeps
-  the time.
+  TensorFlow waits for the other workers inside native code that holds Python's global lock, so
+  no thread or signal handler of the waiting process runs until they come. The process forks
+  before TensorFlow loads: the child goes on as the worker and reports through a pipe once it
+  has started (`started`); the parent supervises. On the timeout or a signal during start-up the
+  parent kills the child, writes one line and exits (2, or 130 for a signal); afterwards it
+  passes SIGTERM and SIGINT on to the child and ends with the child's exit status.
   """
-  if hparams.distribute != "multi_worker":
-    yield
-    return
-  read, write = os.pipe()
-  os.set_blocking(write, False)
-  previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-  previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
-  done = threading.Event()
 
-  def watch():
-    ready, _, _ = select.select([read], [], [], hparams.startup_timeout_secs)
-    if done.is_set():
+  def __init__(self, hparams):
+    self.timeout = hparams.startup_timeout_secs
+    self.child = None
+    self._report = None
+    if hparams.distribute != "multi_worker":
       return
-    if ready:
-      received = signal.Signals(os.read(read, 1)[0]).name
-      _say(f"error: stopped by {received} while waiting for the workers of the multi-worker "
-           "run to start; nothing was trained")
-      os._exit(130)  # pylint: disable=protected-access
-    _say(f"error: the workers of the multi-worker run did not all start within "
-         f"{hparams.startup_timeout_secs:g} s (TF_CONFIG lists "
-         f"{os.environ.get('TF_CONFIG')}); start every worker, or raise --startup_timeout_secs")
-    os._exit(2)  # pylint: disable=protected-access
-
-  watcher = threading.Thread(target=watch, daemon=True)
-  watcher.start()
-  try:
-    yield
-  finally:
-    done.set()
-    os.write(write, b"\0")
-    watcher.join()
-    signal.set_wakeup_fd(previous_fd)
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-    os.close(read)
+    read, write = os.pipe()
+    sys.stdout.flush()
+    self.child = os.fork()
+    if self.child == 0:
+      os.close(read)
+      self._report = write
+      return
     os.close(write)
+    self._supervise(read)
+
+  def started(self):
+    """Tells the supervising parent that start-up is over (in the worker; once)."""
+    if self._report is not None:
+      os.write(self._report, b"\1")
+      os.close(self._report)
+      self._report = None
+
+  def _supervise(self, read):
+    """The parent's part; never returns."""
+    starting = True
+
+    def on_signal(signum, frame):
+      del frame
+      if starting:
+        os.kill(self.child, signal.SIGKILL)
+        _say(f"error: stopped by {signal.Signals(signum).name} while waiting for the workers "
+             "of the multi-worker run to start; nothing was trained")
+        os._exit(130)  # pylint: disable=protected-access
+      os.kill(self.child, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(signum, on_signal)
+    # select is resumed after a signal's handler (PEP 475); the handler ends start-up itself.
+    ready, _, _ = select.select([read], [], [], self.timeout)
+    if not ready:
+      os.kill(self.child, signal.SIGKILL)
+      os.waitpid(self.child, 0)
+      _say(f"error: the workers of the multi-worker run did not all start within "
+           f"{self.timeout:g} s (TF_CONFIG lists {os.environ.get('TF_CONFIG')}); start every "
+           "worker, or raise --startup_timeout_secs")
+      os._exit(2)  # pylint: disable=protected-access
+    # A report, or the pipe closed by a child that ended early (its own line is already out).
+    starting = not os.read(read, 1)
+    _, status = os.waitpid(self.child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # the child was killed by a signal: so is the parent
+      signal.signal(-code, signal.SIG_DFL)
+      os.kill(os.getpid(), -code)
+    os._exit(code)  # pylint: disable=protected-access
 
 
 def main(argv):
@@ -172,8 +193,10 @@ def main(argv):
   except (config.ConfigError, runs.RunError) as e:
     _fail(e)
 
+  # Before TensorFlow loads (a process that has started TensorFlow must not fork).
+  start_up = _StartUpSupervisor(hparams)
   # Imported only now, so that bad hparams are reported before TensorFlow loads.
-  with _native_stderr_held_back(), _start_up(hparams):
+  with _native_stderr_held_back():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from dvae import (  # pylint: disable=g-import-not-at-top
         callbacks, data, evaluation, export, training)
@@ -207,8 +230,8 @@ def main(argv):
 
   run = None
   try:
-    with _start_up(hparams):
-      run = training.Run(hparams, dataset, log=log)
+    run = training.Run(hparams, dataset, log=log)
+    start_up.started()
     run.fit()
     results = run.final_evaluation()
   except runs.RunError as e:
