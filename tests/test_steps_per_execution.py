@@ -30,7 +30,7 @@ def _hparams(log_dir, steps_per_execution):
 # validation float32 products, both of which XLA may round differently in a graph that runs
 # one step per call and in one that runs several.
 LOG_Z_ESTIMATES = ("rbm/log_z", "rbm/log_z_stderr", "running_log_z", "running_log_z_stderr",
-                   "negative_phase_lag", "path_log_z", "path_particles")
+                   "negative_phase_lag", "path_log_z")
 
 
 def _state(run):
