@@ -112,6 +112,15 @@ def _annealing_increment(activation, beta_before, beta):
   return log_increment, probability
 
 
+@tf.function(reduce_retracing=True, jit_compile=True)
+def _marginal_log_weights(b_keep, b_sum, w_ks, b_keep_before, b_sum_before, w_ks_before, z_keep):
+  """−F(z_k) + F_before(z_k) [C] for kept-side states z_k [C, n_k] (module docstring), by
+  differences of terms so that the rounding is that of the change, not of F's size."""
+  return (tf.linalg.matvec(z_keep, b_keep - b_keep_before)
+          + tf.reduce_sum(tf.nn.softplus(b_sum + tf.matmul(z_keep, w_ks))
+                          - tf.nn.softplus(b_sum_before + tf.matmul(z_keep, w_ks_before)), axis=-1))
+
+
 # Static shapes (no reduce_retracing): a configuration (populations, size, temperatures) traces
 # once, which is all training and evaluation need.
 @tf.function(jit_compile=True)
@@ -296,6 +305,33 @@ class RBM(BoltzmannMachine):
                     tf.cast(inverse_temperature, self.dtype),
                     tfp.random.sanitize_seed(seed))
     return tf.concat([z1, z2], axis=-1)
+
+  def _split_sides(self, states, kept_is_left):
+    """(kept side, summed-out side) of states [C, n1 + n2]."""
+    z1, z2 = tf.split(tf.cast(states, self.dtype), [self._num_left, self._num_right], axis=-1)
+    return (z1, z2) if kept_is_left else (z2, z1)
+
+  def _path_log_weights(self, particles):
+    """log p̃_t(z_k) − log p̃_{t−m}(z_k) on the marginal of the kept (smaller) side, the other
+    summed out: −F_t(z_k) + F_{t−m}(z_k). The joint's weights e^{−(E_t − E_{t−m})(z)} are these
+    times a factor with mean 1 given z_k, so they only add variance (Rao–Blackwell); at the
+    quickstart the difference was within the scatter of 4 seeds (offline replays of one run).
+    `BoltzmannMachine._path_log_weights`."""
+    b_keep, b_sum, w_ks, kept_is_left = self._oriented()
+    b1, b2, w = (tf.stop_gradient(v) for v in self._previous_parameters())
+    before = (b1, b2, w) if kept_is_left else (b2, b1, tf.transpose(w))
+    return _marginal_log_weights(b_keep, b_sum, w_ks, *before,
+                                 self._split_sides(particles, kept_is_left)[0])
+
+  def _path_sweeps(self, particles, seed):
+    """`path_sweeps` sweeps that first redraw the summed-out side given the kept one (which
+    alone the weights have made a sample of p_t), then the kept side given it."""
+    b_keep, b_sum, w_ks, kept_is_left = self._oriented()
+    z_keep, z_sum = self._split_sides(particles, kept_is_left)
+    z_keep, z_sum = _gibbs(b_keep, b_sum, w_ks, z_keep, z_sum,
+                           tf.convert_to_tensor(self.path_sweeps, tf.int32),
+                           tf.constant(1.0, self.dtype), tfp.random.sanitize_seed(seed))
+    return tf.concat([z_keep, z_sum] if kept_is_left else [z_sum, z_keep], axis=-1)
 
   def anneal(self, num_betas, num_populations, population_size, resample, seed,
              schedule="linear"):

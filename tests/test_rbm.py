@@ -250,7 +250,7 @@ class StateTest(tf.test.TestCase):
     self.assertEqual([v.name for v in rbm.non_trainable_variables],
                      ["chains", "log_z", "log_z_stderr", "log_z_parameters", "running_log_z",
                       "running_log_z_stderr", "negative_phase_lag", "running_log_z_parameters",
-                      "path_particles", "path_log_z"])
+                      "path_particles", "path_log_z", "path_step"])
     rbm.train_log_z(tf.constant([1, 1]))
     rbm.update_log_z("ais", num_betas=20, num_samples=16, seed=[0, 0])
     path = tf.train.Checkpoint(rbm=rbm).save(self.get_temp_dir() + "/ckpt")
