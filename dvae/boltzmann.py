@@ -39,7 +39,10 @@ advance each particle z, a state of the last advance, is weighted by
 w = p̃_t(z)/p̃_{t−m}(z) = e^{−(E_t − E_{t−m})(z)}, each population's log Ẑ_m grows by
 log mean_P w, the population is resampled (systematic) and its particles take `path_sweeps`
 Gibbs sweeps at θ_t; in between the estimate keeps its value (that of θ_{t−m}, recorded in
-`running_log_z_parameters`). The RBM weighs the marginal of its smaller side instead,
+`running_log_z_parameters`). Every `path_restart_every`-th advance starts the path afresh
+instead: population annealing at θ_t from fair coins over `path_restart_betas` temperatures
+gives each population an unbiased Ẑ_m and states of p_t, which discards the variance gathered
+since the last start. The RBM weighs the marginal of its smaller side instead,
 w = e^{−F_t(z_k) + F_{t−m}(z_k)} with the other side summed out (`dvae.rbm`), and its sweeps
 redraw the summed-out side first. Each Ẑ_m is unbiased for Z_t whether or not the sweeps mix
 (they only have to leave p_t invariant), so the estimate cannot drift as the importance estimate
@@ -106,6 +109,11 @@ PATH_BUDGET = 0.025
 # leaves a population a median effective sample size of ~14%, and on the tests' small synthetic
 # model (tests/test_log_z.py) 20 erred by −2.6 nats (7 standard errors) at step 120, 10 did not.
 MAX_PATH_INTERVAL = 10
+# A fresh start of the path every 50 advances, by population annealing over 250 temperatures
+# with a quarter of its particles (tiled ×4): ~31 advances' sweeps each, so the restarts add
+# ~60% to the path's cost (~1.5% of the sampler's), and bound the variance a long path gathers.
+PATH_RESTART_EVERY = 50
+PATH_RESTART_BETAS = 250
 # Enumerated states handled at once: 2^14 × 200 float64 activations are 26 MB.
 EXACT_CHUNK_BITS = 14
 # The dtypes a machine keeps its parameters and states in, and samples and anneals in.
@@ -300,6 +308,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
       it from the sampler's budget (`automatic_path_interval`: 10 for the quickstart's 200
       chains × 10 sweeps, 5 for the paper's 1000 × 40), 0 never advances it (the running log
       Z stays at its initial value: for measuring the estimate's cost only).
+    path_restart_every, path_restart_betas: every `path_restart_every`-th advance (0: never)
+      starts the path afresh at θ_t from population annealing over `path_restart_betas`
+      temperatures (module docstring).
     **kwargs: `keras.layers.Layer` arguments (name, dtype, …). The dtype is float32 (the
       default) or float64; under a mixed policy (`mixed_float16`, `mixed_bfloat16`, given or
       global) the machine keeps float32 and computes in it, and its variables are read in it
@@ -327,7 +338,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
   def __init__(self, num_units: int, weight_decay: float = 1e-4, num_chains: int = 1000,
                num_sweeps: int = 40, sampler: str | dict | samplers.Sampler = "pcd",
                path_populations: int = 16, path_population_size: int = 128,
-               path_sweeps: int = 1, path_interval: int | None = None, **kwargs):
+               path_sweeps: int = 1, path_interval: int | None = None,
+               path_restart_every: int = PATH_RESTART_EVERY,
+               path_restart_betas: int = PATH_RESTART_BETAS, **kwargs):
     super().__init__(**{**kwargs, "dtype": _state_dtype(kwargs.get("dtype"))})
     self.sampler = samplers.get(sampler)
     # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
@@ -335,8 +348,10 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     for arg, value in (("num_units", num_units), ("num_chains", num_chains),
                        ("num_sweeps", num_sweeps), ("path_populations", path_populations),
                        ("path_population_size", path_population_size),
-                       ("path_sweeps", path_sweeps)):
+                       ("path_sweeps", path_sweeps), ("path_restart_betas", path_restart_betas)):
       _check_positive_int(arg, value)
+    if int(path_restart_every) != path_restart_every or path_restart_every < 0:
+      raise ValueError(f"path_restart_every must be an integer ≥ 0, got {path_restart_every!r}")
     if weight_decay < 0:
       raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
     self._num_units = int(num_units)
@@ -357,6 +372,8 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     if path_interval is not None and (int(path_interval) != path_interval or path_interval < 0):
       raise ValueError(f"path_interval must be None or an integer ≥ 0, got {path_interval!r}")
     self._path_interval_setting = path_interval
+    self.path_restart_every = int(path_restart_every)
+    self.path_restart_betas = int(path_restart_betas)
     self.path_interval = (path_interval if path_interval is not None else automatic_path_interval(
         self.path_populations * self.path_population_size, self.path_sweeps, self.num_chains,
         self.num_sweeps))
@@ -409,7 +426,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
                   num_sweeps=self.num_sweeps, sampler=self.sampler.get_config(),
                   path_populations=self.path_populations,
                   path_population_size=self.path_population_size, path_sweeps=self.path_sweeps,
-                  path_interval=self._path_interval_setting)
+                  path_interval=self._path_interval_setting,
+                  path_restart_every=self.path_restart_every,
+                  path_restart_betas=self.path_restart_betas)
     return config
 
   @property
@@ -548,9 +567,31 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     self.path_step.assign_add(1)
     if self.path_interval == 0:
       return tf.convert_to_tensor(self.running_log_z)
+    advance = (step + 1) // self.path_interval
+    restart = (advance % self.path_restart_every == 0 if self.path_restart_every
+               else tf.constant(False))
     return tf.cond((step + 1) % self.path_interval == 0,
-                   lambda: self._advance_path(chains, seed),
+                   lambda: tf.cond(restart, lambda: self._restart_path(chains, seed),
+                                   lambda: self._advance_path(chains, seed)),
                    lambda: tf.convert_to_tensor(self.running_log_z))
+
+  def _restart_path(self, chains, seed):
+    """Starts the path estimate afresh at θ_t: population annealing from β = 0 (fair coins)
+    over `path_restart_betas` temperatures gives each of the M populations an unbiased Ẑ_m and
+    states that follow p_t (a quarter of the P particles, tiled ×4 where 4 divides P; the
+    copies part at the next sweeps). Unbiased as the advances are, it discards the variance
+    the path has gathered since its last start."""
+    num_populations, size = self.path_populations, self.path_population_size
+    copies = 4 if size % 4 == 0 else 1
+    previous = tf.convert_to_tensor(self.running_log_z)
+    states, path_log_z = self.anneal(self.path_restart_betas, num_populations, size // copies,
+                                     True, seed)
+    particles = tf.tile(tf.cast(states, self.dtype), [1, copies, 1])
+    self.path_particles.assign(tf.reshape(particles, [num_populations * size, self.num_units]))
+    self.path_log_z.assign(tf.cast(path_log_z, tf.float64))
+    log_z, stderr = log_mean_exp_with_stderr(self.path_log_z, self.dtype)
+    self._record(log_z, stderr, previous, chains, self.path_interval)
+    return log_z
 
   def _advance_path(self, chains, seed):
     """One advance of the path estimate from the parameters of the last advance to θ_t."""
