@@ -227,11 +227,18 @@ class Run:
     """Restores the newest readable checkpoint of `manager`; returns it (None if it has none).
 
     Raises:
-      runs.RunError: when it has checkpoints but none can be read.
+      runs.RunError: when it has checkpoints but none can be read, or the newest readable one
+        holds other variables than this model's (written by another version of the program).
     """
     prefix = runs.newest_readable(saved_checkpoints(manager), verify_checkpoint, self.log)
     if prefix:
-      manager.checkpoint.restore(prefix).assert_existing_objects_matched()
+      try:
+        manager.checkpoint.restore(prefix).assert_existing_objects_matched()
+      except AssertionError:
+        raise runs.RunError(
+            f"the checkpoint {prefix} does not hold this model's variables (it was written by "
+            f"another version of the program); move {self.directory} away, or train elsewhere "
+            "(--log_dir)") from None
     return prefix
 
   def _sum_over_replicas(self, value):

@@ -199,6 +199,22 @@ class DamagedBestTest(tf.test.TestCase):
     self.assertTrue(any("best checkpoint cannot be read" in line for line in lines), lines)
 
 
+class OtherVersionCheckpointTest(tf.test.TestCase):
+
+  def test_a_checkpoint_of_other_variables_is_refused_in_one_line(self):
+    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=2, eval_every=2)
+    dataset = helpers.synthetic_dataset()
+    training.Run(hp, dataset, log=_quiet).fit(verbose=0)
+    latest = os.path.join(runs.run_directory(hp), "checkpoints", "latest")
+    for name in os.listdir(latest):
+      os.remove(os.path.join(latest, name))
+    # As an older version of the program would have written it: other variables.
+    other = tf.train.Checkpoint(model=tf.train.Checkpoint(rbm=tf.Variable(1.0)))
+    tf.train.CheckpointManager(other, latest, max_to_keep=1).save(checkpoint_number=2)
+    with self.assertRaisesRegex(runs.RunError, "written by another version of the program"):
+      training.Run(hp, dataset, log=_quiet).fit(verbose=0)
+
+
 class EvalHistoryTest(tf.test.TestCase):
 
   def test_a_step_evaluated_again_after_a_kill_keeps_one_record(self):
