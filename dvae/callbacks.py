@@ -18,11 +18,15 @@ of the compiled training loop, every `steps_per_execution` steps (a hparam): a "
 is such a call, after which a time-based checkpoint is saved or a signal stops training.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import signal
 import time
+import typing
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -30,9 +34,24 @@ import tensorflow as tf
 
 from dvae import evaluation, runs
 
+if typing.TYPE_CHECKING:
+  from dvae.model import DVAE
 
-def image_tiles(images, rows, columns, image_shape):
-  """[≤ rows·columns, H·W] images → one [1, H·rows, W·columns, 1] tiled image (blank-padded)."""
+
+def image_tiles(images: tf.Tensor | np.ndarray, rows: int, columns: int,
+                image_shape: Sequence[int]) -> tf.Tensor:
+  """[≤ rows·columns, H·W] images → one [1, H·rows, W·columns, 1] tiled image (blank-padded).
+
+  Args:
+    images: [N, H·W] row-major images, N ≤ rows·columns (any beyond are dropped).
+    rows: tiles down.
+    columns: tiles across.
+    image_shape: (H, W).
+
+  Returns:
+    [1, H·rows, W·columns, 1], image i at tile (i // columns, i % columns), blank (0) where
+    there are fewer images than tiles.
+  """
   height, width = image_shape
   images = images[:rows * columns]
   images = tf.pad(images, [[0, rows * columns - tf.shape(images)[0]], [0, 0]])
@@ -42,12 +61,20 @@ def image_tiles(images, rows, columns, image_shape):
   return tiled
 
 
-def image_summaries(model, images, image_shape, prefix="", conditions=None):
+def image_summaries(model: DVAE, images: np.ndarray, image_shape: Sequence[int],
+                    prefix: str = "", conditions: np.ndarray | None = None) -> None:
   """Writes `images` beside their reconstructions and 100 decoded states of the prior's chains
   as 10 × 10 tiles (to the default summary writer).
 
   A conditional model needs `conditions` [N, C], those of `images`: the reconstructions use
   their own, and the samples the first rows' in turn (the N rows repeated as needed).
+
+  Args:
+    model: the `dvae.model.DVAE`.
+    images: [N, D] images, of which the first 50 are shown; D = H·W.
+    image_shape: (H, W).
+    prefix: the summaries' name prefix ("final/" for the final evaluation's).
+    conditions: [N, C] conditions of `images` for a conditional model, else None.
   """
   num_samples = min(100, model.prior_machine.num_chains)
   inputs = images = tf.constant(images[:50])
@@ -57,7 +84,8 @@ def image_summaries(model, images, image_shape, prefix="", conditions=None):
     condition = tf.constant(np.resize(np.asarray(conditions, np.float32),
                                       [num_samples, np.shape(conditions)[1]]))
   pairs = tf.reshape(tf.stack([images, model(inputs)], axis=1), [-1, model.num_dims])
-  tf.summary.image(f"{prefix}inputs_and_reconstructions", image_tiles(pairs, 10, 10, image_shape))
+  tf.summary.image(f"{prefix}inputs_and_reconstructions",
+                   image_tiles(pairs, 10, 10, image_shape))
   samples = model.generate(num_samples, condition=condition)
   tf.summary.image(f"{prefix}samples", image_tiles(samples, 10, 10, image_shape))
 
@@ -88,15 +116,22 @@ class Evaluation(keras.callbacks.Callback):
     test_conditions: [N, C] conditions of `test_images` for a conditional model, else None.
   """
 
-  def __init__(self, test_images, num_samples, batch_size, history_path, summary_dir, log,
-               test_conditions=None):
+  def __init__(self, test_images: np.ndarray, num_samples: int, batch_size: int,
+               history_path: str, summary_dir: str, log: Callable[[str], None],
+               test_conditions: np.ndarray | None = None):
     super().__init__()
     self.test_images, self.num_samples, self.batch_size = test_images, num_samples, batch_size
     self.test_conditions = test_conditions
     self.history_path, self.log = history_path, log
     self.writer = tf.summary.create_file_writer(summary_dir)
 
-  def on_epoch_end(self, epoch, logs=None):
+  def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    """After a validated epoch with finite logs: evaluates the test split and records both.
+
+    Args:
+      epoch: the epoch's index.
+      logs: the epoch logs, with `val_loss` and `val_neg_elbo` when it was validated.
+    """
     logs = logs or {}
     if "val_loss" not in logs or not _finite(logs):
       return
@@ -113,12 +148,24 @@ class Evaluation(keras.callbacks.Callback):
         if name != "step":
           tf.summary.scalar(f"eval/{name}", value)
     self.writer.flush()
-    self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± {record['log_z_stderr']:.3f}, "
-             f"val NLL {record['val_nll']:.2f}, test NLL {record['test_nll']:.2f}")
+    self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± "
+             f"{record['log_z_stderr']:.3f}, val NLL {record['val_nll']:.2f}, "
+             f"test NLL {record['test_nll']:.2f}")
 
 
-def read_records(path):
-  """The records of a JSON-lines history, skipping a line a killed writer cut short."""
+def read_records(path: str) -> list[typing.Any]:
+  """The records of a JSON-lines history, skipping a line a killed writer cut short.
+
+  Args:
+    path: the history file.
+
+  Returns:
+    The decoded lines in order (the dicts a run writes); empty if the file does not exist.
+
+  Raises:
+    dvae.runs.RunError: `path` is a symbolic link.
+    OSError: the file exists but cannot be read.
+  """
   records = []
   try:
     with runs.open_no_follow(path, os.O_RDONLY) as f:
@@ -132,12 +179,21 @@ def read_records(path):
   return records
 
 
-def append_record(path, record):
+def append_record(path: str, record: dict[str, typing.Any]) -> None:
   """Adds `record` to the JSON-lines history at `path` by writing the file anew and renaming it.
 
   Records of its step and later ones are dropped: a session killed after an evaluation but
   before the checkpoint that follows it evaluates that step again when it resumes, so each
   step keeps one record, the last.
+
+  Args:
+    path: the history file (created if missing).
+    record: a JSON-able dict with an integer `step`.
+
+  Raises:
+    dvae.runs.RunError: `path` or its temporary file is a symbolic link.
+    OSError: the file cannot be written (the temporary file is removed, the history is left
+      as it was).
   """
   kept = [old for old in read_records(path)
           if isinstance(old, dict) and isinstance(old.get("step"), int)
@@ -166,14 +222,27 @@ class Summaries(keras.callbacks.Callback):
   images of `image_shape` (H, W) (flat data has no picture to show): the first 50 `images`
   beside their reconstructions, and 100 states of the prior's chains decoded. A conditional
   model gets `conditions`, those of `images` (`image_summaries`).
+
+  Args:
+    summary_dir: TensorBoard directory.
+    images: [N, D] images to show with their reconstructions (the validation split).
+    image_shape: (H, W) of the images, or None for flat data (no image summaries).
+    conditions: [N, C] conditions of `images` for a conditional model, else None.
   """
 
-  def __init__(self, summary_dir, images, image_shape, conditions=None):
+  def __init__(self, summary_dir: str, images: np.ndarray,
+               image_shape: Sequence[int] | None, conditions: np.ndarray | None = None):
     super().__init__()
     self.writer = tf.summary.create_file_writer(summary_dir)
     self.images, self.image_shape, self.conditions = images, image_shape, conditions
 
-  def on_epoch_end(self, epoch, logs=None):
+  def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    """Writes the scalars and images at the training step, unless the logs are not finite.
+
+    Args:
+      epoch: the epoch's index.
+      logs: the epoch logs (`negative_phase_lag` is read from them).
+    """
     model = self.model
     logs = logs or {}
     if not _finite(logs):
@@ -184,7 +253,8 @@ class Summaries(keras.callbacks.Callback):
       if model.beta is not None:
         tf.summary.scalar("train/beta", model.beta)
       tf.summary.scalar("train/running_log_z", model.prior_machine.running_log_z)
-      tf.summary.scalar("train/running_log_z_stderr", model.prior_machine.running_log_z_stderr)
+      tf.summary.scalar("train/running_log_z_stderr",
+                        model.prior_machine.running_log_z_stderr)
       if "negative_phase_lag" in logs:
         tf.summary.scalar("prior/negative_phase_lag", logs["negative_phase_lag"])
       for name, value in model.prior.summaries().items():
@@ -201,19 +271,21 @@ class TrainingClock(keras.callbacks.Callback):
     train_seconds, wall_seconds: float64 variables that the checkpoints carry across sessions.
   """
 
-  def __init__(self, train_seconds, wall_seconds):
+  def __init__(self, train_seconds: tf.Variable, wall_seconds: tf.Variable):
     super().__init__()
     self.train_seconds, self.wall_seconds = train_seconds, wall_seconds
     self._session = (time.monotonic(), float(wall_seconds.numpy()))
     self._began = None
 
-  def on_train_batch_begin(self, batch, logs=None):
+  def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None:
+    """Notes when the call of the training loop begins."""
     self._began = time.monotonic()
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+    """Adds the call's seconds to `train_seconds`."""
     self.train_seconds.assign_add(time.monotonic() - self._began)
 
-  def tick(self):
+  def tick(self) -> None:
     """Brings `wall_seconds` up to now."""
     started, before = self._session
     self.wall_seconds.assign(before + time.monotonic() - started)
@@ -238,8 +310,9 @@ class Checkpoints(keras.callbacks.Callback):
       (all of them save when the time has come on one).
   """
 
-  def __init__(self, save_latest, best, best_val_nll, best_step, every_steps, every_secs,
-               any_worker=bool):
+  def __init__(self, save_latest: Callable[[], None], best: tf.train.CheckpointManager,
+               best_val_nll: tf.Variable, best_step: tf.Variable, every_steps: int,
+               every_secs: float, any_worker: Callable[[bool], bool] = bool):
     super().__init__()
     self.any_worker = any_worker
     self._save_latest, self.best = save_latest, best
@@ -249,7 +322,8 @@ class Checkpoints(keras.callbacks.Callback):
     self._period = None  # the step // every_steps of the last save
     self._epoch_end = None  # the step at which the current epoch ends
 
-  def save_latest(self):
+  def save_latest(self) -> None:
+    """Saves the latest state now and restarts the clocks of `every_steps` and `every_secs`."""
     self._save_latest()
     self._last_save = time.monotonic()
     self._period = _step(self.model) // self.every_steps
@@ -261,17 +335,21 @@ class Checkpoints(keras.callbacks.Callback):
     return (time.monotonic() - self._last_save >= self.every_secs
             or step // self.every_steps > self._period)
 
-  def on_epoch_begin(self, epoch, logs=None):
+  def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    """Notes the step at which the epoch ends (where `on_epoch_end` saves instead)."""
     self._epoch_end = _step(self.model) + self.params["steps"]
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+    """Saves the latest state when a save is due on any worker and the logs are finite."""
     # At the epoch's end `on_epoch_end` saves, after the validation.
     if _step(self.model) == self._epoch_end:
       return
     if self.any_worker(self._due()) and _finite(logs or {}):
       self.save_latest()
 
-  def on_epoch_end(self, epoch, logs=None):
+  def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+    """Saves the best state on a new lowest `val_loss`, and the latest after a validation or
+    when due; nothing when the logs are not finite."""
     logs = logs or {}
     if not _finite(logs):
       return
@@ -294,14 +372,24 @@ class StopOnSignal(keras.callbacks.Callback):
 
   `any_worker` (a function of a bool: whether it holds on any worker of a multi-worker run)
   makes every worker stop at the same step when one has received the signal.
+
+  Args:
+    save: saves the state (called once, before `Interrupted` is raised).
+    any_worker: whether a flag holds on any worker (`bool` for a one-process run).
+    signals: the signals handled.
+
+  Raises:
+    Interrupted: from the batch hook after a signal was received (on any worker).
   """
 
-  def __init__(self, save, any_worker=bool, signals=(signal.SIGTERM, signal.SIGINT)):
+  def __init__(self, save: Callable[[], None], any_worker: Callable[[bool], bool] = bool,
+               signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)):
     super().__init__()
     self.save, self.any_worker, self.signals = save, any_worker, signals
     self._received, self._previous = None, {}
 
-  def on_train_begin(self, logs=None):
+  def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+    """Installs the handlers, which note the signal received."""
     def receive(signum, frame):
       del frame
       self._received = signum
@@ -316,13 +404,24 @@ class StopOnSignal(keras.callbacks.Callback):
                else "a signal to another worker")
       raise Interrupted(f"stopped by {cause} at step {_step(self.model)}")
 
-  def on_train_batch_end(self, batch, logs=None):
+  def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+    """Saves and raises `Interrupted` if a signal was received (on any worker).
+
+    Raises:
+      Interrupted: after saving.
+    """
     self._stop_if_received()
 
-  def on_test_batch_end(self, batch, logs=None):
+  def on_test_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+    """As `on_train_batch_end`, after each batch of the validation.
+
+    Raises:
+      Interrupted: after saving.
+    """
     self._stop_if_received()
 
-  def on_train_end(self, logs=None):
+  def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+    """Restores the signal handlers that were there before training."""
     for s, handler in self._previous.items():
       signal.signal(s, handler)
     self._previous = {}

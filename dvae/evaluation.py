@@ -1,6 +1,7 @@
 """Importance-weighted estimates of log p(x) for the discrete model (SPEC §3.1, §5).
 
-For each image, with k samples z_j ~ q(z|x) and log w_j = log p(x|z_j) − E(z_j) − log Z − log q(z_j|x),
+For each image, with k samples z_j ~ q(z|x) and
+log w_j = log p(x|z_j) − E(z_j) − log Z − log q(z_j|x),
 
     log p(x) ≈ log (1/k) Σ_j w_j        (the IW estimate; its mean is a lower bound that
                                          tightens as k grows),

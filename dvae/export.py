@@ -2,10 +2,12 @@
 
 Endpoints (all float32 images in [0, 1]^D, flattened row-major; D = 784 for 28×28 MNIST):
 
-    encode(x, seed)          → {"logits_i": [N, units]} the posterior logits of each latent layer,
-                               with the layers below i fed binary z ~ q(z|x) drawn at `seed`
+    encode(x, seed)          → {"logits_i": [N, units]} the posterior logits of each latent
+                               layer, with the layers below i fed binary z ~ q(z|x) drawn at
+                               `seed`
     decode(z)                → [N, D] pixel probabilities σ(f(z)) for binary latents z
-    sample(num_images, seed) → [num_images, D] pixel probabilities of z ~ p(z) (fresh Gibbs chains)
+    sample(num_images, seed) → [num_images, D] pixel probabilities of z ~ p(z) (fresh Gibbs
+                               chains)
     log_likelihood(x, k, seed) → [N] the IW estimate of log p(x) with k samples per image, with
                                the log Z of the exported parameters, estimated (or kept, if
                                current) at export with the prior's `log_z_refresh` settings
@@ -20,15 +22,22 @@ log_likelihood(x, k, seed, condition) (the IW estimate of log p(x|c)), and a
 Load with `tf.saved_model.load(path)` and call e.g. `loaded.decode(z)`.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import tempfile
+import typing
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
 from dvae import runs
 from dvae.model import iw_log_mean_exp
+
+if typing.TYPE_CHECKING:
+  from dvae.model import DVAE
 
 # Gibbs sweeps that take fresh chains from uniform noise to (approximate) prior samples.
 SAMPLE_SWEEPS = 1000
@@ -38,7 +47,8 @@ class ExportDirExistsError(FileExistsError):
   """The export directory exists and overwriting was not asked for."""
 
 
-def export_model(model, export_dir, overwrite=False, image_shape=None):
+def export_model(model: DVAE, export_dir: str, overwrite: bool = False,
+                 image_shape: Sequence[int] | None = None) -> None:
   """Writes `model` as a SavedModel at `export_dir`, atomically (temporary name, then rename).
 
   `image_shape` (H, W) of the training data (`Dataset.image_shape`), if it has one, is kept as
@@ -46,6 +56,17 @@ def export_model(model, export_dir, overwrite=False, image_shape=None):
   The prior's log Z is made current first (`ensure_current_log_z`): the export carries the
   log Z of the exported parameters. A conditional model's endpoints take the condition
   (module docstring).
+
+  Args:
+    model: the `dvae.model.DVAE` to export.
+    export_dir: the SavedModel's directory; its parent is created if missing.
+    overwrite: whether to replace an earlier export of this program at `export_dir`.
+    image_shape: (H, W) of the images, or None for flat data (no `image_shape` endpoint).
+
+  Raises:
+    ExportDirExistsError: `export_dir` exists and `overwrite` is False, or it exists and is
+      not a model exported by this program (it has no `runs.EXPORT_MARKER`).
+    OSError: the directory cannot be written (the temporary one is removed).
   """
   if os.path.lexists(export_dir) and not overwrite:
     raise ExportDirExistsError(

@@ -1,11 +1,13 @@
-"""The discrete VAE with a relaxed Boltzmann prior, as one `keras.Model` built from parts (SPEC §1, §4).
+"""The discrete VAE with a relaxed Boltzmann prior, as one `keras.Model` built from parts
+(SPEC §1, §4).
 
 Generative model: z ~ p(z) = e^{−E(z)}/Z (an RBM, or any Boltzmann machine, e.g. on a hardware
 graph), x ~ p(x|z, c) = Π_d p(x_d | f(z, c)_d) with f the decoder network and p(x_d|·) the
 likelihood (`dvae.likelihoods`: Bernoulli, Gaussian, categorical), c an optional condition.
 Inference: a hierarchical posterior
 
-    q(ζ|x, c) = Π_i q(ζ_i | x, c, ζ_<i),    q(ζ_i|·) an overlapping transformation of Bern(σ(l_i)),
+    q(ζ|x, c) = Π_i q(ζ_i | x, c, ζ_<i),
+        q(ζ_i|·) an overlapping transformation of Bern(σ(l_i)),
 
 whose logits l_i = g_i(x, ζ_0, …, ζ_{i−1}, c) come from one encoder network per latent layer.
 The parts are given to the constructor: the encoder networks g_i, the decoder f, the prior
@@ -20,7 +22,8 @@ Training maximises either the ELBO
 
 or, for the DVAE# baselines with K > 1, the importance-weighted bound
 
-    L_K(x) = E[log (1/K) Σ_k w_k],   log w_k = log p(x|ζ_k) + c(t) · (log p(ζ_k) − log q(ζ_k|x)),
+    L_K(x) = E[log (1/K) Σ_k w_k],
+        log w_k = log p(x|ζ_k) + c(t) · (log p(ζ_k) − log q(ζ_k|x)),
 
 whose gradient is Σ_k softmax_k(log w) ∇ log w_k. c(t) is the KL warm-up, a schedule of the
 model's own training-step counter `train_steps` given to `compile` (the paper's is
@@ -41,7 +44,12 @@ of `compile(log_z=...)` when they changed (`evaluate` and `test_on_batch` do so 
 compiled step runs), so a reported NLL never uses a stale log Z.
 """
 
+from __future__ import annotations
+
 import dataclasses
+import os
+import typing
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -51,6 +59,9 @@ from dvae import config, graphs, likelihoods, networks, priors, relaxations, sam
 from dvae.boltzmann import BoltzmannMachine, GraphBoltzmannMachine
 from dvae.rbm import RBM
 
+if typing.TYPE_CHECKING:
+  import tensorflow_probability as tfp
+
 # The DVAE# baseline that trains with each relaxation given by its name alone.
 BASELINE_OF_RELAXATION = {
     "spike_exp": "dvae_spike_exp", "shifted_gaussian": "dvaes_gi", "gaussian": "dvaes_gauss",
@@ -58,19 +69,32 @@ BASELINE_OF_RELAXATION = {
 }
 
 
-def kl_warm_up(num_train_iter):
-  """The paper's KL warm-up c(t) = min(t / ⌊0.3 T⌋, 1) for a run of T steps, as a schedule."""
+def kl_warm_up(num_train_iter: int) -> keras.optimizers.schedules.LearningRateSchedule:
+  """The paper's KL warm-up c(t) = min(t / ⌊0.3 T⌋, 1) for a run of T steps, as a schedule.
+
+  Args:
+    num_train_iter: T, the run's training steps.
+
+  Returns:
+    A Keras schedule of the training step t, for `DVAE.compile(kl_coefficient=...)`.
+  """
   return keras.optimizers.schedules.PolynomialDecay(
       initial_learning_rate=0.0, decay_steps=max(1, int(0.3 * num_train_iter)),
       end_learning_rate=1.0, power=1.0)
 
 
-def step_logs(trackers):
+def step_logs(trackers: Mapping[str, keras.metrics.Metric]) -> dict[str, tf.Tensor]:
   """The results of `trackers` (a dict of metrics) as a train or test step returns them.
 
   Under a multi-worker strategy Keras 3 averages a step's logs over the workers with
   `strategy.reduce("MEAN", value, axis=0)`, which needs an axis to reduce
   (tensorflow/tensorflow#72388); there each value gets one, of length 1.
+
+  Args:
+    trackers: the metrics to report, by name.
+
+  Returns:
+    Each metric's result by name: a scalar, or [1] in a multi-worker run of several workers.
   """
   logs = {name: tracker.result() for name, tracker in trackers.items()}
   strategy = tf.distribute.get_strategy()
@@ -85,8 +109,15 @@ def step_logs(trackers):
 DEFAULT_LOG_Z = {"method": "ais", "num_betas": 1000, "num_samples": 1024, "seed": [0, 0]}
 
 
-def iw_log_mean_exp(log_w):
-  """log (1/K) Σ_k exp(log w_k) along the last axis, in float64."""
+def iw_log_mean_exp(log_w: tf.Tensor | np.ndarray) -> tf.Tensor:
+  """log (1/K) Σ_k exp(log w_k) along the last axis, in float64.
+
+  Args:
+    log_w: [..., K] log importance weights.
+
+  Returns:
+    float64 [...], the log of the mean weight.
+  """
   log_w = tf.cast(log_w, tf.float64)
   k = tf.cast(tf.shape(log_w)[-1], tf.float64)
   return tf.reduce_logsumexp(log_w, axis=-1) - tf.math.log(k)
@@ -159,6 +190,13 @@ class DVAE(keras.Model):
       (which `keras.utils.set_random_seed` seeds).
     **kwargs: `keras.Model` arguments (name, ...).
 
+  Raises:
+    TypeError: hparams given in place of the parts (`from_hparams` builds from them), or a
+      prior that is not a `dvae.boltzmann.BoltzmannMachine`.
+    ValueError: a prior whose units do not split evenly over the encoders, a `num_dims` that
+      is not a positive integer, an unknown relaxation, a relaxation name without `beta`, or
+      networks whose output widths do not fit the posterior, the prior and the likelihood.
+
   Metrics: training logs the epoch means per example of `loss` (−bound + weight decay, with
   the prior's running log Z), `reconstruction` (−E log p(x|ζ)), `kl` and `weight_decay`, and the
   epoch means of `log_z` (the running path estimate of log Z), `log_z_stderr` (its standard
@@ -179,9 +217,14 @@ class DVAE(keras.Model):
   ```
   """
 
-  def __init__(self, encoders, decoder=None, prior=None, num_dims=None,
-               relaxation="dvaes_power", beta=None, likelihood="bernoulli", condition_dims=0,
-               k=1, seed=None, **kwargs):
+  def __init__(self, encoders: keras.layers.Layer | Sequence[keras.layers.Layer],
+               decoder: keras.layers.Layer | None = None,
+               prior: BoltzmannMachine | None = None, num_dims: int | None = None,
+               relaxation: (str | tfp.distributions.Distribution
+                            | dict[str, typing.Any]) = "dvaes_power",
+               beta: float | None = None,
+               likelihood: str | likelihoods.Likelihood = "bernoulli", condition_dims: int = 0,
+               k: int = 1, seed: int | None = None, **kwargs: typing.Any):
     if isinstance(encoders, (dict, config.HParams)):
       raise TypeError("DVAE is built from its parts; build one from hparams with "
                       "DVAE.from_hparams(hparams, train_mean)")
@@ -254,7 +297,9 @@ class DVAE(keras.Model):
     self._build_networks()
 
   @classmethod
-  def from_hparams(cls, hparams, train_mean=None, num_classes=None, condition_dims=0):
+  def from_hparams(cls, hparams: config.HParams | dict[str, typing.Any],
+                   train_mean: np.ndarray | Sequence[float] | None = None,
+                   num_classes: int | None = None, condition_dims: int = 0) -> DVAE:
     """The paper's model for a configuration: MLP encoders and decoder, its prior, relaxation
     and likelihood.
 
@@ -279,7 +324,8 @@ class DVAE(keras.Model):
       hparams = config.load_hparams(None, hparams)[0]
     elif hparams.beta is None or hparams.latent_units is None:
       hparams = config.load_hparams(None, {
-          key: value for key, value in dataclasses.asdict(hparams).items() if value is not None})[0]
+          key: value for key, value in dataclasses.asdict(hparams).items()
+          if value is not None})[0]
     train_mean = np.asarray(train_mean, np.float32)
     num_dims = int(train_mean.shape[0])
     layers, units = hparams.num_latent_layers, hparams.latent_units
@@ -313,7 +359,15 @@ class DVAE(keras.Model):
                beta=hparams.beta, likelihood=likelihood, condition_dims=condition_dims,
                k=hparams.k, seed=hparams.seed)
 
-  def get_config(self):
+  def get_config(self) -> dict[str, typing.Any]:
+    """The constructor's arguments, its parts serialized (Keras's `get_config` of a model built
+    from parts, so that `from_config` and `keras.models.load_model` rebuild it).
+
+    Returns:
+      A JSON-able dict: the name, the serialized encoders, decoder, prior and likelihood,
+      `num_dims`, the relaxation (a baseline's name or a smoothing's config), `beta`,
+      `condition_dims`, `k` and `seed`.
+    """
     serialize = keras.saving.serialize_keras_object
     return {"name": self.name, "encoders": [serialize(net) for net in self.encoder_nets],
             "decoder": serialize(self.decoder_net), "prior": serialize(self.prior_machine),
@@ -325,7 +379,15 @@ class DVAE(keras.Model):
             "k": self.k, "seed": self.seed}
 
   @classmethod
-  def from_config(cls, config_dict):
+  def from_config(cls, config_dict: dict[str, typing.Any]) -> DVAE:
+    """The model `get_config` describes (Keras's `from_config`, deserializing the parts first).
+
+    Args:
+      config_dict: a dict from `get_config`.
+
+    Returns:
+      A new, untrained `DVAE` with freshly initialised parts of the described shapes.
+    """
     config_dict = dict(config_dict)
     custom = {"RBM": RBM, "GraphBoltzmannMachine": GraphBoltzmannMachine}
     # Without their build configs the parts are built by the constructor, inside their own
@@ -338,11 +400,14 @@ class DVAE(keras.Model):
     return cls(**config_dict)
 
   @property
-  def encoder_nets(self):
+  def encoder_nets(self) -> list[keras.layers.Layer]:
+    """The encoder networks g_0, …, g_{L−1}, one per latent layer, in order."""
     return [getattr(self, f"encoder_{i}") for i in range(self.num_latent_layers)]
 
   @property
-  def gi_scales(self):
+  def gi_scales(self) -> list[keras.Variable]:
+    """The Gaussian-integral posterior's scale parameters s [u], one per latent layer (σ =
+    |0.2 s| + 0.05); empty for every other relaxation."""
     if not self._shifted:
       return []
     return [getattr(self, f"gi_scale_{i}") for i in range(self.num_latent_layers)]
@@ -368,8 +433,10 @@ class DVAE(keras.Model):
       self.likelihood.build((None, self.num_dims))
     self.built = True
 
-  def compile(self, optimizer="adam", kl_coefficient=1.0, eval_iw_samples=100, log_z=None,
-              jit_compile=False, **kwargs):
+  def compile(self, optimizer: str | keras.optimizers.Optimizer = "adam",
+              kl_coefficient: float | Callable[[tf.Tensor], tf.Tensor] = 1.0,
+              eval_iw_samples: int = 100, log_z: dict[str, typing.Any] | None = None,
+              jit_compile: bool | str = False, **kwargs: typing.Any) -> None:
     """Keras's `compile`, plus the run's two settings the steps read.
 
     The model's loss is its bound and its metrics are its own: `loss`, `metrics`,
@@ -405,28 +472,55 @@ class DVAE(keras.Model):
     self.eval_iw_samples = int(eval_iw_samples)
     self.prior_machine.log_z_refresh = DEFAULT_LOG_Z if log_z is None else log_z
 
-  def get_compile_config(self):
+  def get_compile_config(self) -> dict[str, typing.Any] | None:
+    """Keras's compile config plus `kl_coefficient` (serialized), `eval_iw_samples` and
+    `log_z`, so that a `.keras` file restores them.
+
+    Returns:
+      The serialized `compile` arguments, or None if the model was not compiled.
+    """
     compile_config = super().get_compile_config()
     if compile_config is not None:
-      compile_config.update(kl_coefficient=keras.saving.serialize_keras_object(self._kl_schedule),
-                            eval_iw_samples=self.eval_iw_samples, log_z=self.prior_machine.log_z_refresh)
+      compile_config.update(
+          kl_coefficient=keras.saving.serialize_keras_object(self._kl_schedule),
+          eval_iw_samples=self.eval_iw_samples, log_z=self.prior_machine.log_z_refresh)
     return compile_config
 
-  def compile_from_config(self, config):
+  def compile_from_config(self, config: dict[str, typing.Any]) -> None:
+    """Compiles with the arguments of `get_compile_config` (this model's own included) and
+    builds the optimizer, so that its saved variables can be loaded.
+
+    Args:
+      config: a compile config from `get_compile_config`.
+    """
     self.compile(**keras.saving.deserialize_keras_object(config))
     self.optimizer.build(self.trainable_variables)
 
   @property
-  def metrics(self):
+  def metrics(self) -> list[keras.metrics.Metric]:
+    """The model's own trackers (Keras resets them at each epoch and evaluation): `loss`,
+    `reconstruction`, `kl`, `weight_decay`, `neg_elbo`, `log_z`, `log_z_stderr`,
+    `negative_phase_lag`."""
     return list(self._trackers.values())
 
   # --- The paper's pieces: encode, relax, decode. -------------------------------------------
 
-  def inputs_of(self, data):
+  def inputs_of(self, data: tf.Tensor | np.ndarray | Mapping[str, typing.Any]
+                ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """(x [B, D] float32, c [B, C] float32 or None) from the model's input.
 
     The input is x (rows [B, D], or [B, ...] with D values per example, flattened; any real or
     integer dtype), or for a conditional model a dict {"x": x, "condition": c}.
+
+    Args:
+      data: x, or {"x": x, "condition": c}.
+
+    Returns:
+      (x, c): x float32 [B, D]; c float32 [B, C] for a conditional model, else None.
+
+    Raises:
+      ValueError: a dict with other keys, a condition given to an unconditional model or
+        missing for a conditional one, or rows of a known width other than D.
     """
     if isinstance(data, dict):
       if set(data) != {"x", "condition"}:
@@ -450,8 +544,16 @@ class DVAE(keras.Model):
       condition = tf.reshape(tf.cast(condition, tf.float32), [-1, self.condition_dims])
     return x, condition
 
-  def posterior(self, layer, params):
-    """q(ζ_i | x, ζ_<i) from the raw output of encoder network `layer`."""
+  def posterior(self, layer: int, params: tf.Tensor) -> tfp.distributions.Distribution:
+    """q(ζ_i | x, ζ_<i) from the raw output of encoder network `layer`.
+
+    Args:
+      layer: i, the latent layer.
+      params: [B, u] logits l_i (the Gaussian integral's [B, 2u]: logits, then shift logits).
+
+    Returns:
+      The relaxed posterior of batch shape [B, u]; its `discrete()` is Bern(σ(l_i)).
+    """
     if self._shifted:
       logits, shift_logits = tf.split(params, 2, axis=-1)
       return relaxations.posterior(
@@ -462,7 +564,10 @@ class DVAE(keras.Model):
       return relaxations.OverlappingMixture(params, self.smoothing)
     return relaxations.posterior(self.relaxation, params, beta=self.beta)
 
-  def encode(self, x, seed, training=False, discrete=False, condition=None):
+  def encode(self, x: tf.Tensor | np.ndarray, seed: int | Sequence[int] | tf.Tensor,
+             training: bool = False, discrete: bool = False,
+             condition: tf.Tensor | np.ndarray | None = None
+             ) -> tuple[list[tfp.distributions.Distribution], list[tf.Tensor]]:
     """Ancestral sampling through the hierarchical posterior.
 
     Args:
@@ -489,76 +594,204 @@ class DVAE(keras.Model):
       samples.append(tf.cast(sample, tf.float32))
     return posteriors, samples
 
-  def decode(self, latents, training=False, condition=None):
+  def decode(self, latents: tf.Tensor | np.ndarray, training: bool = False,
+             condition: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
     """The decoder's outputs, the likelihood's parameters h of p(x|ζ, c), for latents [B, n]
-    (`self.likelihood.mean(h)` is E[x|ζ, c])."""
+    (`self.likelihood.mean(h)` is E[x|ζ, c]).
+
+    Args:
+      latents: [B, n] binary z or relaxed ζ, the latent layers concatenated.
+      training: batch-norm mode.
+      condition: [B, C] for a conditional model.
+
+    Returns:
+      h, float32 [B, likelihood.num_outputs(D)].
+    """
     latents = tf.cast(latents, tf.float32)
     if condition is not None:
       latents = tf.concat([latents, tf.cast(condition, tf.float32)], axis=-1)
     return self.decoder_net(latents, training=training)
 
-  def log_likelihood(self, x, latents, training=False, condition=None):
-    """log p(x|ζ, c) per example."""
+  def log_likelihood(self, x: tf.Tensor | np.ndarray, latents: tf.Tensor | np.ndarray,
+                     training: bool = False,
+                     condition: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
+    """log p(x|ζ, c) per example.
+
+    Args:
+      x: [B, D] data rows.
+      latents: [B, n] binary z or relaxed ζ.
+      training: batch-norm mode.
+      condition: [B, C] for a conditional model.
+
+    Returns:
+      [B] log-likelihoods.
+    """
     return self.likelihood.log_prob(tf.cast(x, tf.float32),
                                     self.decode(latents, training=training, condition=condition))
 
-  def call(self, inputs, training=False):
-    """Reconstructions E[x|z] for z ~ q(z|x) at a fixed seed."""
+  def call(self, inputs: tf.Tensor | np.ndarray | Mapping[str, typing.Any],
+           training: bool = False) -> tf.Tensor:
+    """Reconstructions E[x|z] for z ~ q(z|x) at a fixed seed (the model's forward pass).
+
+    Args:
+      inputs: x, or {"x": x, "condition": c} for a conditional model (`inputs_of`).
+      training: batch-norm mode.
+
+    Returns:
+      [B, D] E[x|z, c], z drawn from the discrete posterior at seed [0, 0].
+
+    Raises:
+      ValueError: inputs that `inputs_of` refuses.
+    """
     x, condition = self.inputs_of(inputs)
     _, z = self.encode(x, tf.constant([0, 0]), training=training, discrete=True,
                        condition=condition)
     return self.likelihood.mean(
         self.decode(tf.concat(z, axis=-1), training=training, condition=condition))
 
-  def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
-             **kwargs):
+  def export(self, filepath: str | os.PathLike, format: str = "tf_saved_model",
+             verbose: bool | None = None, input_signature: Sequence[typing.Any] | None = None,
+             **kwargs: typing.Any) -> None:
     """`keras.Model.export` with the input signature [None, D] float32: `serve(x)` gives the
     reconstructions of `call`. `dvae.export.export_model` writes the SavedModel with the
-    encode, decode, sample and log-likelihood endpoints."""
-    if input_signature is None:
-      input_signature = [tf.TensorSpec([None, self.num_dims], tf.float32, name="x")]
-    return super().export(filepath, format=format, verbose=verbose,
-                          input_signature=input_signature, **kwargs)
+    encode, decode, sample and log-likelihood endpoints.
 
-  def generate(self, num_images, condition=None):
+    A conditional model (`condition_dims` C > 0) serves `serve(x, condition)`, x [None, D]
+    and condition [None, C] float32, one condition row per row of x; the SavedModel's
+    `serve` passes {"x": x, "condition": condition} to `call`.
+
+    Args:
+      filepath: where to write the artifact.
+      format: as for `keras.Model.export`; a conditional model without an `input_signature`
+        of the user's exports only "tf_saved_model".
+      verbose: whether to print a message (None: Keras's default).
+      input_signature: Keras's, replacing the signatures above; None for them.
+      **kwargs: the rest of `keras.Model.export`'s arguments.
+
+    Raises:
+      ValueError: a conditional model exported to another format than "tf_saved_model" without
+        an `input_signature` (`dvae.export.export_model` writes a SavedModel whose endpoints
+        take the condition), or what `keras.Model.export` raises.
+    """
+    x_spec = tf.TensorSpec([None, self.num_dims], tf.float32, name="x")
+    if input_signature is not None or not self.condition_dims:
+      return super().export(
+          filepath, format=format, verbose=verbose,
+          input_signature=[x_spec] if input_signature is None else input_signature, **kwargs)
+    if format != "tf_saved_model":
+      raise ValueError(
+          f"DVAE.export of a conditional model (condition_dims={self.condition_dims}) writes "
+          f"only format='tf_saved_model', got {format!r}; pass an input_signature of your own, "
+          "or use dvae.export.export_model, whose SavedModel endpoints take the condition")
+    condition_spec = tf.TensorSpec([None, self.condition_dims], tf.float32, name="condition")
+    archive = keras.export.ExportArchive()
+    archive.track(self)
+    archive.add_endpoint("serve", lambda x, condition: self({"x": x, "condition": condition}),
+                         input_signature=[x_spec, condition_spec], **kwargs)
+    archive.write_out(filepath, verbose=True if verbose is None else verbose)
+
+  def generate(self, num_images: int,
+               condition: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
     """E[x|z, c] for the first `num_images` states of the prior's persistent chains (the
-    latest negative phase; `sample` draws any number afresh)."""
-    if num_images > self.prior_machine.num_chains:
-      raise ValueError(f"generate shows the prior's {self.prior_machine.num_chains} chains; ask for at "
-                       f"most {self.prior_machine.num_chains} or draw more with sample({num_images})")
-    return self.likelihood.mean(self.decode(self.prior_machine.chains[:num_images], condition=condition))
+    latest negative phase; `sample` draws any number afresh).
 
-  def sample(self, num_images, condition=None, num_sweeps=100, seed=None):
+    Args:
+      num_images: how many, at most the prior's `num_chains`.
+      condition: [num_images, C] for a conditional model (one row per image).
+
+    Returns:
+      [num_images, D] E[x|z, c].
+
+    Raises:
+      ValueError: more images than the prior has chains.
+    """
+    num_chains = self.prior_machine.num_chains
+    if num_images > num_chains:
+      raise ValueError(f"generate shows the prior's {num_chains} chains; ask for at most "
+                       f"{num_chains} or draw more with sample({num_images})")
+    return self.likelihood.mean(
+        self.decode(self.prior_machine.chains[:num_images], condition=condition))
+
+  def sample(self, num_images: int, condition: tf.Tensor | np.ndarray | None = None,
+             num_sweeps: int = 100, seed: int | Sequence[int] | tf.Tensor | None = None
+             ) -> tf.Tensor:
     """E[x|z, c] for `num_images` fresh states z of the prior (`num_sweeps` Gibbs sweeps from
     random states, `BoltzmannMachine.sample`); `condition` [num_images, C] for a conditional
-    model (one row per image)."""
+    model (one row per image).
+
+    Args:
+      num_images: how many states to draw.
+      condition: [num_images, C] for a conditional model.
+      num_sweeps: Gibbs sweeps from uniformly random states.
+      seed: the draw's seed (as for `BoltzmannMachine.sample`); None for a random one.
+
+    Returns:
+      [num_images, D] E[x|z, c].
+    """
     z = self.prior_machine.sample(num_images, num_sweeps, seed=seed)
     return self.likelihood.mean(self.decode(z, condition=condition))
 
   # --- log Z. --------------------------------------------------------------------------------
 
-  def evaluate(self, *args, **kwargs):
+  def evaluate(self, *args: typing.Any, **kwargs: typing.Any) -> float | list[float] | dict:
     """`keras.Model.evaluate` with a log Z of the current parameters (`ensure_current_log_z` of
-    the prior first: its compiled steps cannot estimate one)."""
+    the prior first: its compiled steps cannot estimate one).
+
+    Args:
+      *args: `keras.Model.evaluate`'s positional arguments.
+      **kwargs: its keyword arguments; `sample_weight` weighs the examples of data without
+        targets too (see the class docstring).
+
+    Returns:
+      Keras's: [nll, neg_elbo], or {"loss": nll, "neg_elbo": ...} with `return_dict=True`.
+    """
     self.prior_machine.ensure_current_log_z()
     return super().evaluate(*args, **_weights_kept(args, kwargs))
 
-  def fit(self, *args, **kwargs):
-    """`keras.Model.fit`; `sample_weight` weighs the examples (see the class docstring)."""
+  def fit(self, *args: typing.Any, **kwargs: typing.Any) -> keras.callbacks.History:
+    """`keras.Model.fit`; `sample_weight` weighs the examples (see the class docstring).
+
+    Args:
+      *args: `keras.Model.fit`'s positional arguments.
+      **kwargs: its keyword arguments; `sample_weight` is handed to the training steps even
+        for data without targets.
+
+    Returns:
+      Keras's `History` of the epoch logs (see the class docstring's metrics).
+    """
     return super().fit(*args, **_weights_kept(args, kwargs))
 
-  def test_on_batch(self, *args, **kwargs):
-    """`keras.Model.test_on_batch` with a log Z of the current parameters (as `evaluate`)."""
+  def test_on_batch(self, *args: typing.Any, **kwargs: typing.Any
+                    ) -> float | list[float] | dict:
+    """`keras.Model.test_on_batch` with a log Z of the current parameters (as `evaluate`).
+
+    Args:
+      *args: `keras.Model.test_on_batch`'s positional arguments.
+      **kwargs: its keyword arguments.
+
+    Returns:
+      Keras's: [nll, neg_elbo] of the batch, or a dict with `return_dict=True`.
+    """
     self.prior_machine.ensure_current_log_z()
     return super().test_on_batch(*args, **kwargs)
 
   # --- Objectives. ---------------------------------------------------------------------------
 
-  def step_seed(self, step):
-    """A stateless seed for training step `step`: the same step always draws the same noise."""
+  def step_seed(self, step: int | tf.Tensor) -> tf.Tensor:
+    """A stateless seed for training step `step`: the same step always draws the same noise.
+
+    Args:
+      step: the training step t (`train_steps` before it is taken).
+
+    Returns:
+      int32 [2], (`seed`, t mod (2³¹ − 1)).
+    """
     return tf.stack([tf.constant(self.seed, tf.int32), tf.cast(step % (2**31 - 1), tf.int32)])
 
-  def objective_terms(self, x, seed, kl_coeff, training=True, log_z=None, condition=None):
+  def objective_terms(self, x: tf.Tensor, seed: int | Sequence[int] | tf.Tensor,
+                      kl_coeff: float | tf.Tensor, training: bool = True,
+                      log_z: tf.Tensor | None = None, condition: tf.Tensor | None = None
+                      ) -> dict[str, tf.Tensor]:
     """The bound's parts on one batch, per example.
 
     Args:
@@ -599,13 +832,29 @@ class DVAE(keras.Model):
     per_example = lambda value: tf.reduce_mean(tf.reshape(value, [-1, k]), axis=-1)
     return {"bound": bound, "reconstruction": -per_example(log_px), "kl": per_example(kl)}
 
-  def weight_decay(self):
+  def weight_decay(self) -> tf.Tensor:
     """The networks' regularization losses (`model.losses`; the paper's MLPs: 1e-4 · ½‖θ‖²
-    over kernels and batch-norm scales) plus the prior's weight decay on its couplings."""
+    over kernels and batch-norm scales) plus the prior's weight decay on its couplings.
+
+    Returns:
+      A float32 scalar, added to the training loss.
+    """
     decay = self.prior_machine.weight_decay_loss()
     return tf.add_n(self.losses) + decay if self.losses else decay
 
-  def train_step(self, data):
+  def train_step(self, data: typing.Any) -> dict[str, tf.Tensor]:
+    """One step on a batch (Keras's `train_step`): the sampler's negative phase and the running
+    log Z (`train_log_z`), the gradient of −bound + weight decay (sample weights weighing the
+    examples), the optimizer's update and `train_steps` + 1.
+
+    Args:
+      data: a batch as Keras gives it: x or {"x": x, "condition": c}, with placeholder targets
+        and sample weights if any.
+
+    Returns:
+      The epoch means so far of `loss`, `reconstruction`, `kl`, `weight_decay`, `log_z`,
+      `log_z_stderr` and `negative_phase_lag` (`step_logs`).
+    """
     data, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, condition = self.inputs_of(data)
     step = self.train_steps.value
@@ -638,8 +887,9 @@ class DVAE(keras.Model):
                         ("reconstruction", terms["reconstruction"]), ("kl", terms["kl"]),
                         ("weight_decay", decay * tf.ones_like(weights))):
       self._trackers[name].update_state(value, sample_weight=weights)
-    for name, value in (("log_z", log_z), ("log_z_stderr", self.prior_machine.running_log_z_stderr),
-                        ("negative_phase_lag", self.prior_machine.negative_phase_lag)):
+    machine = self.prior_machine
+    for name, value in (("log_z", log_z), ("log_z_stderr", machine.running_log_z_stderr),
+                        ("negative_phase_lag", machine.negative_phase_lag)):
       self._trackers[name].update_state(value)
     return step_logs({name: self._trackers[name] for name in (
         "loss", "reconstruction", "kl", "weight_decay", "log_z", "log_z_stderr",
@@ -647,13 +897,22 @@ class DVAE(keras.Model):
 
   # --- Evaluation of the discrete model. -----------------------------------------------------
 
-  def discrete_log_weights(self, x, num_samples, seed, condition=None):
+  def discrete_log_weights(self, x: tf.Tensor | np.ndarray, num_samples: int | tf.Tensor,
+                           seed: int | Sequence[int] | tf.Tensor,
+                           condition: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
     """log w = log p(x|z) − E(z) − log Z − log q(z|x) for `num_samples` z ~ q(z|x) per image.
 
     log Z is the prior's `current_log_z()`: eagerly re-estimated if stale; inside a
     `tf.function`, checked (call `prior_machine.ensure_current_log_z()` first).
 
-    Returns [batch, num_samples] float32.
+    Args:
+      x: [batch, D] data rows.
+      num_samples: k, the samples z per image.
+      seed: stateless seed, an int or int32 [2].
+      condition: [batch, C] for a conditional model.
+
+    Returns:
+      [batch, num_samples] float32.
     """
     x = tf.repeat(tf.cast(x, tf.float32), num_samples, axis=0)
     if condition is not None:
@@ -666,7 +925,17 @@ class DVAE(keras.Model):
              - log_q)
     return tf.reshape(log_w, [-1, num_samples])
 
-  def test_step(self, data):
+  def test_step(self, data: typing.Any) -> dict[str, tf.Tensor]:
+    """One evaluation batch (Keras's `test_step`): the discrete model's IW estimate of the NLL
+    with k = `eval_iw_samples` at a fixed seed, and its negative ELBO.
+
+    Args:
+      data: a batch as Keras gives it: x or {"x": x, "condition": c}, with placeholder targets
+        and sample weights if any.
+
+    Returns:
+      The means so far of `loss` (the NLL) and `neg_elbo` (`step_logs`).
+    """
     data, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, condition = self.inputs_of(data)
     log_w = self.discrete_log_weights(x, self.eval_iw_samples, tf.constant([1, 0]),

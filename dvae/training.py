@@ -1,4 +1,5 @@
-"""The training run: `model.fit` with Keras's and the project's callbacks, and results.json (SPEC §5).
+"""The training run: `model.fit` with Keras's and the project's callbacks, and results.json
+(SPEC §5).
 
 A run lives in its run directory (`dvae.runs.run_directory`), which it shares with no other
 configuration and no other process:
@@ -59,7 +60,7 @@ class NonFiniteError(RuntimeError):
 
 
 @functools.cache
-def make_strategy(name):
+def make_strategy(name: str) -> tf.distribute.Strategy:
   """The tf.distribute strategy for `distribute` = "none", "mirrored" or "multi_worker".
 
   "mirrored" replicates over the local devices; "multi_worker" over the workers that the
@@ -69,6 +70,12 @@ def make_strategy(name):
   One instance per name and process: the multi-worker strategy configures the collective
   operations, which TensorFlow allows only before its runtime starts, so a program creates it
   first (as run_training.py does) and every later call returns that instance.
+
+  Args:
+    name: "none", "mirrored" or "multi_worker" (any other name: as "none").
+
+  Returns:
+    The strategy; for "none" the default one (no distribution).
   """
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
@@ -77,20 +84,37 @@ def make_strategy(name):
   return tf.distribute.get_strategy()
 
 
-def learning_rate_schedule(base_lr, num_train_iter):
-  """lr/10 until 2% of training, lr until 60%, lr/3 until 75%, lr/10 until 95%, lr/33 after."""
+def learning_rate_schedule(base_lr: float, num_train_iter: int
+                           ) -> keras.optimizers.schedules.LearningRateSchedule:
+  """lr/10 until 2% of training, lr until 60%, lr/3 until 75%, lr/10 until 95%, lr/33 after.
+
+  Args:
+    base_lr: lr, the peak learning rate.
+    num_train_iter: T, the run's training steps.
+
+  Returns:
+    A piecewise-constant schedule of the optimizer's step.
+  """
   boundaries = [int(f * num_train_iter) for f in (0.02, 0.6, 0.75, 0.95)]
   values = [base_lr / 10, base_lr, base_lr / 3, base_lr / 10, base_lr / 33]
   return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def epoch_plan(hparams, start):
+def epoch_plan(hparams: config.HParams, start: int) -> list[tuple[int, int, int]]:
   """The `fit` calls that train from step `start` to `num_train_iter`, as a list of
   (first epoch, number of epochs, steps per epoch).
 
   Epoch e is steps e·E + 1 … min((e + 1)·E, T) for E = `eval_every` and T = `num_train_iter`:
   a session that starts mid-epoch first completes that epoch, then runs the whole epochs, then
   the shorter last one when E does not divide T.
+
+  Args:
+    hparams: the run's hparams (`eval_every` and `num_train_iter` are read).
+    start: the step reached.
+
+  Returns:
+    (first epoch, number of epochs, steps per epoch) per `fit` call, in order; empty when
+    `start` is T or more.
   """
   every, total = hparams.eval_every, hparams.num_train_iter
   plan, step = [], start
@@ -107,11 +131,17 @@ def epoch_plan(hparams, start):
   return plan
 
 
-def saved_checkpoints(manager):
+def saved_checkpoints(manager: tf.train.CheckpointManager) -> list[str]:
   """The checkpoint prefixes of `manager`'s directory, oldest first.
 
   Those its state file lists, and any others whose files are there (a state file lost with a
   copy, a save killed before it was recorded), so that none is overlooked and silently replaced.
+
+  Args:
+    manager: the checkpoints' manager.
+
+  Returns:
+    The prefixes ("<directory>/ckpt-<step>"), by step.
   """
   prefixes = set(manager.checkpoints)
   for path in tf.io.gfile.glob(os.path.join(manager.directory, "ckpt-*")):
@@ -121,8 +151,16 @@ def saved_checkpoints(manager):
   return sorted(prefixes, key=lambda prefix: int(prefix.rsplit("-", 1)[1]))
 
 
-def verify_checkpoint(prefix):
-  """Reads every tensor of the checkpoint `prefix`; raises ValueError naming what is damaged."""
+def verify_checkpoint(prefix: str) -> None:
+  """Reads every tensor of the checkpoint `prefix`; raises ValueError naming what is damaged.
+
+  Args:
+    prefix: the checkpoint's prefix ("<directory>/ckpt-<step>").
+
+  Raises:
+    ValueError: its index file is missing, or a file or tensor cannot be read (the message is
+      the first line of the reader's error).
+  """
   if not tf.io.gfile.exists(f"{prefix}.index"):
     raise ValueError("its index file is missing")
   try:
@@ -144,6 +182,10 @@ class Run:
     hparams: a resolved `dvae.config.HParams`.
     dataset: a `dvae.data.Dataset`.
     log: a function of one line (progress, evaluations, resumption).
+
+  Raises:
+    dvae.runs.RunError: the chief's run directory holds a symbolic link where a run's file or
+      folder goes (`runs.refuse_links`).
 
   Attributes:
     directory: the run directory.
@@ -193,7 +235,8 @@ class Run:
     self.clock = callbacks_lib.TrainingClock(self.train_seconds, self.wall_seconds)
 
   @property
-  def step(self):
+  def step(self) -> int:
+    """The training steps taken, the optimizer's iteration count."""
     return int(self.model.optimizer.iterations.numpy())
 
   def _compile(self, optimizer, steps_per_execution=1):
@@ -249,22 +292,32 @@ class Run:
           tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(value,)), axis=None))
     return float(self._replica_sum(tf.constant(value, tf.float64)))
 
-  def any_worker(self, flag):
+  def any_worker(self, flag: bool) -> bool:
     """Whether `flag` holds on any worker of the run (`flag` itself in a one-process run).
 
     What makes a worker save (a checkpoint's time come, a signal received) has to make every
     worker save at the same step: saving reads the replicas' metrics, a collective operation.
+
+    Args:
+      flag: this worker's value; every worker of a multi-worker run calls this at once.
+
+    Returns:
+      True if it is true on any worker.
     """
     if self.hparams.distribute != "multi_worker":
       return flag
     return self._sum_over_replicas(float(flag)) > 0
 
-  def restore_latest(self):
+  def restore_latest(self) -> int:
     """Resumes from the newest readable checkpoint if there is one; returns the step reached.
+
+    Returns:
+      The training steps taken by the restored state (0 for a new run).
 
     Raises:
       runs.RunError: when the workers of a multi-worker run did not all resume at one step
-        (the others could not read the chief's checkpoints).
+        (the others could not read the chief's checkpoints), or checkpoints exist but none
+        can be read.
     """
     prefix = self._restore(self.resume_from)
     if prefix:
@@ -278,7 +331,7 @@ class Run:
     self.clock = callbacks_lib.TrainingClock(self.train_seconds, self.wall_seconds)
     return self.step
 
-  def save_latest(self):
+  def save_latest(self) -> None:
     """Saves the current state (with the clocks brought up to now) as the latest checkpoint."""
     self.clock.tick()
     self.latest.save(checkpoint_number=self.step)
@@ -412,7 +465,7 @@ class Run:
     runs.write_json_atomically(os.path.join(self.output, "results.json"), results)
     return results
 
-  def wait_for_workers(self):
+  def wait_for_workers(self) -> None:
     """Returns when every worker of the run has called it (at once without other workers).
 
     A worker that ends while another is still working makes TensorFlow's coordination

@@ -291,6 +291,20 @@ class InputsTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "takes a condition of width 3"):
       conditional(np.zeros([2, 12], np.float32))
 
+  def test_conditional_model_export_serves_x_and_condition(self):
+    model = _composed(seed=0, condition_dims=3)
+    rng = np.random.default_rng(0)
+    x = (rng.random([5, 12]) < 0.5).astype(np.float32)
+    c = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 5)]
+    path = os.path.join(self.get_temp_dir(), "conditional_export")
+    model.export(path, verbose=False)
+    loaded = tf.saved_model.load(path)
+    served = loaded.serve(tf.constant(x), tf.constant(c))
+    self.assertEqual(served.shape, (5, 12))
+    self.assertAllClose(served, model({"x": x, "condition": c}), atol=1e-6)
+    with self.assertRaisesRegex(ValueError, "dvae.export.export_model"):
+      model.export(os.path.join(self.get_temp_dir(), "onnx"), format="onnx")
+
 
 class LikelihoodsTest(tf.test.TestCase):
 
