@@ -223,17 +223,22 @@ class RunningLogZTest(tf.test.TestCase):
       else:
         self.assertEqual(rbm.path_interval, 10)
 
+  def assert_follows_exact(self, rbm, steps, every):
+    """Fits `rbm` alone (`_fit_standalone`, learning rate 0.5); every `every` steps its running
+    log Z is within 4 standard errors (and 0.05 nats) of exact at the running parameters."""
+    for t in _fit_standalone(rbm, steps, 0.5):
+      if t % every == 0:
+        exact = at_running_parameters(rbm, rbm.log_z_exact)[0]
+        running = float(rbm.running_log_z.numpy())
+        stderr = float(rbm.running_log_z_stderr.numpy())
+        self.assertLess(abs(running - exact), 4 * stderr + 0.05, (t, running, exact))
+
   def test_restarts_by_population_annealing_follow_exact_log_z(self):
     # A fresh start at every other advance (population annealing over 50 temperatures), the
     # advances between them by weights: both within 4 standard errors of exact.
     rbm = RBM(6, 7, num_chains=20, num_sweeps=1, path_interval=1, path_restart_every=2,
               path_restart_betas=50)
-    for t in _fit_standalone(rbm, 60, 0.5):
-      if t % 5 == 0:
-        exact = at_running_parameters(rbm, rbm.log_z_exact)[0]
-        running = float(rbm.running_log_z.numpy())
-        stderr = float(rbm.running_log_z_stderr.numpy())
-        self.assertLess(abs(running - exact), 4 * stderr + 0.05, (t, running, exact))
+    self.assert_follows_exact(rbm, 60, every=5)
     self.assertEqual(RBM.from_config(rbm.get_config()).path_restart_every, 2)
     with self.assertRaisesRegex(ValueError, "path_restart_every"):
       RBM(3, 4, path_restart_every=-1)
@@ -244,12 +249,7 @@ class RunningLogZTest(tf.test.TestCase):
     sampler = samplers.DimodSampler("dwave.samplers.SimulatedAnnealingSampler", num_sweeps=5,
                                     beta_range=[1, 1], proposal_acceptance_criteria="Gibbs")
     rbm = RBM(6, 7, num_chains=20, num_sweeps=1, sampler=sampler, path_interval=1)
-    for t in _fit_standalone(rbm, 30, 0.5):
-      if t % 10 == 0:
-        exact = at_running_parameters(rbm, rbm.log_z_exact)[0]
-        running = float(rbm.running_log_z.numpy())
-        stderr = float(rbm.running_log_z_stderr.numpy())
-        self.assertLess(abs(running - exact), 4 * stderr + 0.05, (t, running, exact))
+    self.assert_follows_exact(rbm, 30, every=10)
 
   def test_path_advances_every_interval_and_never_when_disabled(self):
     rbm, frozen = RBM(6, 7, num_chains=20, num_sweeps=1), RBM(6, 7, num_chains=20, num_sweeps=1,

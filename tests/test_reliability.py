@@ -179,12 +179,18 @@ class EpochTest(tf.test.TestCase):
     self.assertEqual(saved, [3, 6, 7])
 
 
+def _finished_run(log_dir):
+  """(hparams, dataset) of a two-step run trained in `log_dir`."""
+  hp = helpers.tiny_hparams(log_dir, num_train_iter=2, eval_every=2)
+  dataset = helpers.synthetic_dataset()
+  training.Run(hp, dataset, log=_quiet).fit(verbose=0)
+  return hp, dataset
+
+
 class DamagedBestTest(tf.test.TestCase):
 
   def test_a_damaged_best_checkpoint_does_not_block_a_finished_run(self):
-    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=2, eval_every=2)
-    dataset = helpers.synthetic_dataset()
-    training.Run(hp, dataset, log=_quiet).fit(verbose=0)
+    hp, dataset = _finished_run(self.get_temp_dir())
     best = os.path.join(runs.run_directory(hp), "checkpoints", "best")
     for name in os.listdir(best):
       if ".data-" in name:
@@ -202,9 +208,7 @@ class DamagedBestTest(tf.test.TestCase):
 class OtherVersionCheckpointTest(tf.test.TestCase):
 
   def test_a_checkpoint_of_other_variables_is_refused_in_one_line(self):
-    hp = helpers.tiny_hparams(self.get_temp_dir(), num_train_iter=2, eval_every=2)
-    dataset = helpers.synthetic_dataset()
-    training.Run(hp, dataset, log=_quiet).fit(verbose=0)
+    hp, dataset = _finished_run(self.get_temp_dir())
     latest = os.path.join(runs.run_directory(hp), "checkpoints", "latest")
     for name in os.listdir(latest):
       os.remove(os.path.join(latest, name))
