@@ -15,6 +15,7 @@ Each is a Keras layer (the Gaussian's learned scales are its weights) with `log_
 
 from __future__ import annotations
 
+import abc
 import math
 import typing
 
@@ -31,7 +32,7 @@ if typing.TYPE_CHECKING:
 MIN_SCALE = 1e-3
 
 
-class Likelihood(keras.layers.Layer):
+class Likelihood(keras.layers.Layer, abc.ABC):
   """The base of the observation models; subclasses define the methods below.
 
   Args:
@@ -80,6 +81,7 @@ class Likelihood(keras.layers.Layer):
     """
     return num_dims
 
+  @abc.abstractmethod
   def log_prob(self, x: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
     """log p(x|h) per example [B] for x [B, D] and decoder outputs h.
 
@@ -89,12 +91,9 @@ class Likelihood(keras.layers.Layer):
 
     Returns:
       [B] log-likelihoods, summed over the D values.
-
-    Raises:
-      NotImplementedError: in the base class.
     """
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def mean(self, outputs: tf.Tensor) -> tf.Tensor:
     """E[x|h] [B, D].
 
@@ -103,12 +102,9 @@ class Likelihood(keras.layers.Layer):
 
     Returns:
       [B, D] expected values: the reconstruction or generated image.
-
-    Raises:
-      NotImplementedError: in the base class.
     """
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def sample(self, outputs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """x ~ p(x|h) [B, D] float32, with a stateless seed int32 [2].
 
@@ -118,11 +114,7 @@ class Likelihood(keras.layers.Layer):
 
     Returns:
       [B, D] float32 draws.
-
-    Raises:
-      NotImplementedError: in the base class.
     """
-    raise NotImplementedError
 
   def check_data(self, x: np.ndarray) -> str | None:
     """One line saying why the numpy array `x` [N, D] cannot be data of this model, or None.
