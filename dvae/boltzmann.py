@@ -114,6 +114,7 @@ MAX_PATH_INTERVAL = 10
 # ~60% to the path's cost (~1.5% of the sampler's), and bound the variance a long path gathers.
 PATH_RESTART_EVERY = 50
 PATH_RESTART_BETAS = 250
+PATH_MIN_EFFECTIVE_POPULATIONS = 0.5
 # Enumerated states handled at once: 2^14 × 200 float64 activations are 26 MB.
 EXACT_CHUNK_BITS = 14
 # The dtypes a machine keeps its parameters and states in, and samples and anneals in.
@@ -594,21 +595,31 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     return log_z
 
   def _advance_path(self, chains, seed):
-    """One advance of the path estimate from the parameters of the last advance to θ_t."""
+    """One advance of the path estimate from the parameters of the last advance to θ_t; a
+    fresh start instead where the advance leaves the populations' estimates too unequal
+    (`PATH_MIN_EFFECTIVE_POPULATIONS`)."""
     num_populations, size = self.path_populations, self.path_population_size
     previous = tf.convert_to_tensor(self.running_log_z)
     log_w = tf.reshape(tf.cast(self._path_log_weights(self.path_particles), tf.float64),
                        [num_populations, size])
     path_log_z = self.path_log_z + tf.reduce_logsumexp(log_w, axis=-1) - math.log(size)
-    resample_seed, sweep_seed = tfp.random.split_seed(seed)
-    ancestors = (systematic_resample(log_w, resample_seed)
-                 + tf.range(num_populations)[:, None] * size)
-    particles = tf.gather(self.path_particles, tf.reshape(ancestors, [-1]))
-    self.path_particles.assign(self._path_sweeps(particles, sweep_seed))
-    self.path_log_z.assign(path_log_z)
-    log_z, stderr = log_mean_exp_with_stderr(path_log_z, self.dtype)
-    self._record(log_z, stderr, previous, chains, self.path_interval)
-    return log_z
+    resample_seed, sweep_seed, restart_seed = tfp.random.split_seed(seed, 3)
+
+    def advance():
+      ancestors = (systematic_resample(log_w, resample_seed)
+                   + tf.range(num_populations)[:, None] * size)
+      particles = tf.gather(self.path_particles, tf.reshape(ancestors, [-1]))
+      self.path_particles.assign(self._path_sweeps(particles, sweep_seed))
+      self.path_log_z.assign(path_log_z)
+      log_z, stderr = log_mean_exp_with_stderr(path_log_z, self.dtype)
+      self._record(log_z, stderr, previous, chains, self.path_interval)
+      return log_z
+
+    # (Σ_m Ẑ_m)² / Σ_m Ẑ_m², the number of populations that carry the estimate.
+    effective = tf.exp(2.0 * tf.reduce_logsumexp(path_log_z)
+                       - tf.reduce_logsumexp(2.0 * path_log_z))
+    return tf.cond(effective < PATH_MIN_EFFECTIVE_POPULATIONS * num_populations,
+                   lambda: self._restart_path(chains, restart_seed), advance)
 
   def _advance_with_own_estimate(self, chains, sampler_log_z):
     """The running estimate from a sampler's own unbiased log Ẑ of the step."""

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.special import logsumexp
 
 import helpers
 from dvae import data, evaluation, export, optional, samplers, training
@@ -243,6 +244,24 @@ class RunningLogZTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "path_restart_every"):
       RBM(3, 4, path_restart_every=-1)
 
+  def test_a_jump_that_leaves_few_populations_carrying_the_estimate_starts_afresh(self):
+    # From zero to couplings of scale 4 in one step (10 × 12 units, 16 populations of 16):
+    # the advance's weights leave ~1–2 of the 16 populations carrying Ẑ (measured: 1.2, and
+    # −0.52 ± 0.92 nats from exact), so the path starts afresh by population annealing.
+    rbm = RBM(10, 12, num_chains=20, num_sweeps=1, path_interval=1, path_restart_every=0,
+              path_restart_betas=100, path_population_size=16)
+    rng = np.random.default_rng(0)
+    for variable in rbm.trainable_variables:
+      variable.assign(rng.normal(0.0, 4.0, variable.shape).astype("float32"))
+    rbm.train_log_z(tf.constant([1, 0]))
+    path_log_z = rbm.path_log_z.numpy()
+    effective = np.exp(2 * logsumexp(path_log_z) - logsumexp(2 * path_log_z))
+    self.assertGreaterEqual(effective, 8.0)
+    stderr = float(rbm.running_log_z_stderr.numpy())
+    self.assertLess(stderr, 0.2)
+    self.assertLess(abs(float(rbm.running_log_z.numpy()) - float(rbm.log_z_exact()[0])),
+                    4 * stderr + 0.05)
+
   def test_dimod_sampler_loss_uses_the_path_estimate(self):
     if not optional.available("dimod"):
       self.skipTest("needs the optional D-Wave packages (pip install -r requirements-dwave.txt)")
@@ -363,15 +382,16 @@ class TrainingLossTest(tf.test.TestCase):
                        baseline == "dvaepp_power")
 
   # The quickstart's configuration (hparams/quickstart.json): 1-layer-lin, PCD 200 chains × 10
-  # sweeps, batch 100, learning rate 3e-3; the short test on the synthetic images, the slow ones
-  # on the binarized MNIST that ships with the package. (On the tiny synthetic set, whose loss
-  # falls from 159 to 33 nats in a few hundred steps, the path's particles, one sweep per
-  # advance, do not keep up over 10,000 steps: README, Samplers.)
+  # sweeps, batch 100, learning rate 3e-3, on the binarized MNIST that ships with the package.
+  # (Not on the tests' tiny synthetic set: there the prior's modes shift within a few advances
+  # and the running value fell several nats below AIS at some epoch ends: README, Samplers.)
   QUICKSTART = dict(num_chains=200, num_sweeps=10, train_batch_size=100, base_lr=3e-3)
 
   def test_quickstart_running_log_z_and_kl_short(self):
-    # Epochs of 60 steps end on an advance of the path (every 10 steps here).
-    self.train_and_check(2, 60, "dvaepp_power", num_train_iter=2000, **self.QUICKSTART)
+    # Epochs of 100 steps end on an advance of the path (every 10 steps here). Seeds 0–7
+    # measured within 0.39 nats (tolerance ≥ 0.6).
+    self.train_and_check(3, 100, "dvaepp_power", dataset=data.load_dataset("binarized_mnist"),
+                         num_train_iter=2000, **self.QUICKSTART)
 
   @pytest.mark.slow
   def test_quickstart_running_log_z_and_kl(self):
