@@ -1,6 +1,8 @@
 """The training loss's running log Z against a long AIS, and the negative phase's lag.
 
-Trains one configuration on binarized MNIST (the data that ships with the package) and, every
+Trains one configuration on binarized MNIST (the data that ships with the package; or with
+`--data=synthetic` on the tests' four noisy stroke prototypes, `tests/helpers.py`, whose prior
+grows sharp modes within a few hundred steps) and, every
 `--every` steps, compares the prior's running log Z (`dvae.boltzmann`: the path estimate under
 pcd and dimod samplers, population annealing's own under pa) with AIS at the same parameters
 (`--ais_betas` temperatures × 1024 particles). It prints, per check, the error running − AIS,
@@ -10,12 +12,16 @@ since the previous check (nats per step; zero for a sampler whose states follow 
     PYTHONPATH=. python bench/running_log_z.py --struct=4-layer-nonlin --num_chains=1000 \
         --num_sweeps=40 --steps=1500 --every=250
     PYTHONPATH=. python bench/running_log_z.py --sampler=pa --num_chains=1000 --num_sweeps=40
+    PYTHONPATH=. python bench/running_log_z.py --data=synthetic --baseline=dvaepp_power \
+        --train_batch_size=100 --steps=120 --every=60 --ais_betas=2000 --seed=8
 
 Any other `--name=value` is an hparam (`dvae.config.HParams`).
 """
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 
 import keras
@@ -65,9 +71,12 @@ class Check(keras.callbacks.Callback):
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=1500)
+  parser.add_argument("--steps", type=int, default=1500,
+                      help="steps to train (also num_train_iter unless given)")
   parser.add_argument("--every", type=int, default=250)
   parser.add_argument("--ais_betas", type=int, default=10_000)
+  parser.add_argument("--data", choices=("binarized_mnist", "synthetic"),
+                      default="binarized_mnist")
   args, rest = parser.parse_known_args()
   overrides = {}
   for item in rest:
@@ -77,8 +86,13 @@ def main():
     except ValueError:
       overrides[key] = value
   hparams, _ = config.load_hparams("quickstart", {
-      **overrides, "num_train_iter": args.steps, "log_dir": tempfile.mkdtemp()})
-  dataset = data.load_dataset("binarized_mnist")
+      "num_train_iter": args.steps, **overrides, "log_dir": tempfile.mkdtemp()})
+  if args.data == "synthetic":
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
+    import helpers  # pylint: disable=import-outside-toplevel
+    dataset = helpers.synthetic_dataset()
+  else:
+    dataset = data.load_dataset("binarized_mnist")
   run = training.Run(hparams, dataset, log=lambda _: None)
   print(f"{hparams.struct} {hparams.baseline} sampler={hparams.sampler} "
         f"{hparams.num_chains} × {hparams.num_sweeps}, lr {hparams.base_lr}", flush=True)

@@ -33,7 +33,8 @@ def tiny_hparams(log_dir, **overrides):
   values = dict(dataset="binarized_mnist", struct="1-layer-lin", baseline="dvaes_power", k=1,
                 sampler="pcd", num_chains=20, num_sweeps=2, num_train_iter=1000,
                 train_batch_size=20, eval_batch_size=10, eval_iw_samples=20,
-                periodic_eval_iw_samples=10, eval_every=1000, log_dir=str(log_dir))
+                periodic_eval_iw_samples=10, eval_every=1000, final_log_z_betas=200,
+                log_dir=str(log_dir))
   values.update(overrides)
   hparams, _ = config.load_hparams(None, values)
   return hparams

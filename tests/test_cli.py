@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -153,6 +154,9 @@ class CommandLineRunTest(tf.test.TestCase):
 
 class CrashSafetyTest(tf.test.TestCase):
 
+  # Slow (~1 min): three kills of the command line; the default suite kills a run in
+  # test_reliability.py and test_run_integrity.py.
+  @pytest.mark.slow
   def test_run_killed_repeatedly_resumes_and_finishes(self):
     log_dir = os.path.join(self.get_temp_dir(), "logs")
     args = ["--hparams=quickstart", f"--log_dir={log_dir}", "--num_train_iter=600",

@@ -20,7 +20,7 @@ from dvae import config, runs, training
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(hparams="quickstart", struct="1-layer-lin", sampler="pcd", num_chains=20,
             num_sweeps=2, train_batch_size=20, eval_batch_size=500, periodic_eval_iw_samples=2,
-            eval_iw_samples=2, num_train_iter=2, eval_every=2)
+            eval_iw_samples=2, num_train_iter=2, eval_every=2, final_log_z_betas=100)
 
 
 def arguments(**flags):
