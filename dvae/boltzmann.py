@@ -46,9 +46,9 @@ since the last start; so does any advance after which fewer than half the popula
 estimate, (Σ_m Ẑ_m)² / Σ_m Ẑ_m² < M/2 (`PATH_MIN_EFFECTIVE_POPULATIONS`), where the weights
 have degenerated across populations. What no check of the weights can see is a mode that gains
 mass where no population has particles: all the Ẑ_m then fall short together, and log mean_m Ẑ_m
-lies below log Z by more than its standard error shows (README, Samplers). The RBM weighs the marginal of its smaller side instead,
-w = e^{−F_t(z_k) + F_{t−m}(z_k)} with the other side summed out (`dvae.rbm`), and its sweeps
-redraw the summed-out side first. Each Ẑ_m is unbiased for Z_t whether or not the sweeps mix
+lies below log Z by more than its standard error shows (README, Samplers). The RBM weighs the
+marginal of its smaller side instead, w = e^{−F_t(z_k) + F_{t−m}(z_k)} with the other side
+summed out (`dvae.rbm`), and its sweeps redraw the summed-out side first. Each Ẑ_m is unbiased for Z_t whether or not the sweeps mix
 (they only have to leave p_t invariant), so the estimate cannot drift as the importance estimate
 on the lagging PCD chains did; the running value is log mean_m Ẑ_m with its delta-method standard
 error across the M populations. Its error is variance, which grows with the path's length: on
