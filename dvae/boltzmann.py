@@ -48,11 +48,11 @@ have degenerated across populations. What no check of the weights can see is a m
 mass where no population has particles: all the Ẑ_m then fall short together, and log mean_m Ẑ_m
 lies below log Z by more than its standard error shows (README, Samplers). The RBM weighs the
 marginal of its smaller side instead, w = e^{−F_t(z_k) + F_{t−m}(z_k)} with the other side
-summed out (`dvae.rbm`), and its sweeps redraw the summed-out side first. Each Ẑ_m is unbiased for Z_t whether or not the sweeps mix
-(they only have to leave p_t invariant), so the estimate cannot drift as the importance estimate
-on the lagging PCD chains did; the running value is log mean_m Ẑ_m with its delta-method standard
-error across the M populations. Its error is variance, which grows with the path's length: on
-the quickstart (binarized MNIST, PCD 200 × 10, learning rate 3e-3) one step's weights have a
+summed out (`dvae.rbm`), and its sweeps redraw the summed-out side first. Each Ẑ_m is unbiased
+for Z_t whether or not the sweeps mix (they only have to leave p_t invariant), so the estimate
+cannot drift as the importance estimate on the lagging PCD chains did; the running value is
+log mean_m Ẑ_m with its delta-method standard error across the M populations. Its error is
+variance, which grows with the path's length: on the quickstart (binarized MNIST, PCD 200 × 10, learning rate 3e-3) one step's weights have a
 relative variance of ~0.14 (effective sample size 88%), and 8 populations of 128 advancing every
 step with joint weights spread to a standard deviation of log Ẑ_m of 3–4 nats by step 2000, so
 log mean_m Ẑ_m fell 1.4–5 nats below AIS with a standard error of 0.7 (the −4.7 nats reported:
