@@ -52,7 +52,8 @@ summed out (`dvae.rbm`), and its sweeps redraw the summed-out side first. Each �
 for Z_t whether or not the sweeps mix (they only have to leave p_t invariant), so the estimate
 cannot drift as the importance estimate on the lagging PCD chains did; the running value is
 log mean_m Ẑ_m with its delta-method standard error across the M populations. Its error is
-variance, which grows with the path's length: on the quickstart (binarized MNIST, PCD 200 × 10, learning rate 3e-3) one step's weights have a
+variance, which grows with the path's length: on
+the quickstart (binarized MNIST, PCD 200 × 10, learning rate 3e-3) one step's weights have a
 relative variance of ~0.14 (effective sample size 88%), and 8 populations of 128 advancing every
 step with joint weights spread to a standard deviation of log Ẑ_m of 3–4 nats by step 2000, so
 log mean_m Ẑ_m fell 1.4–5 nats below AIS with a standard error of 0.7 (the −4.7 nats reported:
