@@ -50,24 +50,23 @@ lies below log Z by more than its standard error shows (README, Samplers). The R
 marginal of its smaller side instead, w = e^{−F_t(z_k) + F_{t−m}(z_k)} with the other side
 summed out (`dvae.rbm`), and its sweeps redraw the summed-out side first. Each Ẑ_m is unbiased
 for Z_t whether or not the sweeps mix (they only have to leave p_t invariant), so the estimate
-cannot drift as the importance estimate on the lagging PCD chains did; the running value is
-log mean_m Ẑ_m with its delta-method standard error across the M populations. Its error is
-variance, which grows with the path's length: on
-the quickstart (binarized MNIST, PCD 200 × 10, learning rate 3e-3) one step's weights have a
-relative variance of ~0.14 (effective sample size 88%), and 8 populations of 128 advancing every
-step with joint weights spread to a standard deviation of log Ẑ_m of 3–4 nats by step 2000, so
-log mean_m Ẑ_m fell 1.4–5 nats below AIS with a standard error of 0.7 (the −4.7 nats reported:
-weight degeneracy, not a bug). 16 × 128 particles with marginal weights every 10 steps (the
-default there) stayed within 0.73 nats (3.2 standard errors) over 3000 steps at ~1/4 of the
-cost (README). The
-interval is sized from the sampler's budget (`automatic_path_interval`); the training's
-gradients never depend on the path (its value enters the loss, not its gradient), so with K = 1
-the trained weights are bit-identical with any interval, 0 (never advanced) included (with
-K > 1 log Z shifts the K log-weights alike, which the softmax removes up to rounding).
-A sampler that estimates log Z itself (population annealing, a fresh unbiased
-Ẑ at θ_t every step) gives its own estimate instead, every step; its standard error is estimated
-from the scatter of the independent per-step estimates, var = E[(Ẑ_t − 2Ẑ_{t−1} + Ẑ_{t−2})²]/6
-in log, averaged exponentially (a smooth trend of log Z_t cancels in the second difference).
+cannot drift as the importance estimate on the lagging PCD chains did; the running value is log
+mean_m Ẑ_m with its delta-method standard error across the M populations. Its error is variance,
+which grows with the path's length: on the quickstart (binarized MNIST, PCD 200 × 10, learning rate
+3e-3) one step's weights have a relative variance of ~0.14 (effective sample size 88%), and 8
+populations of 128 advancing every step with joint weights spread to a standard deviation of log Ẑ_m
+of 3–4 nats by step 2000, so log mean_m Ẑ_m fell 1.4–5 nats below AIS with a standard error of 0.7
+(the −4.7 nats reported: weight degeneracy, not a bug). 16 × 128 particles with marginal weights
+every 10 steps (the default there) stayed within 0.73 nats (3.2 standard errors) over 3000 steps at
+~1/4 of the cost (README). The interval is sized from the sampler's budget
+(`automatic_path_interval`); the training's gradients never depend on the path (its value enters the
+loss, not its gradient), so with K = 1 the trained weights are bit-identical with any interval, 0
+(never advanced) included (with K > 1 log Z shifts the K log-weights alike, which the softmax
+removes up to rounding). A sampler that estimates log Z itself (population annealing, a fresh
+unbiased Ẑ at θ_t every step) gives its own estimate instead, every step; its standard error is
+estimated from the scatter of the independent per-step estimates, var = E[(Ẑ_t − 2Ẑ_{t−1} +
+Ẑ_{t−2})²]/6 in log, averaged exponentially (a smooth trend of log Z_t cancels in the second
+difference).
 
 `negative_phase_lag` (nats per step) is the path estimate's change of log Z since its last
 advance minus the change estimated on the sampler's own states z_c,
@@ -113,7 +112,7 @@ PATH_BUDGET = 0.025
 # The longest automatic interval: at the quickstart's learning rate an advance over 20 steps
 # leaves a population a median effective sample size of ~14%, and on the tests' small synthetic
 # model (tests/test_log_z.py) 20 erred by −2.6 nats (7 standard errors) at step 120 with one
-# seed; 10 did not there, though with other seeds it too erred there by 4–9 nats (README).
+# seed, where 10 did not (other seeds erred there at 10 too, by 4–9 nats: README, Samplers).
 MAX_PATH_INTERVAL = 10
 # A fresh start of the path every 50 advances, by population annealing over 250 temperatures
 # with a quarter of its particles (tiled ×4): ~31 advances' sweeps each, so the restarts add
@@ -578,11 +577,10 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     if self.path_interval == 0:
       return tf.convert_to_tensor(self.running_log_z)
     advance = (step + 1) // self.path_interval
-    restart = (advance % self.path_restart_every == 0 if self.path_restart_every
-               else tf.constant(False))
+    restart_due = (advance % self.path_restart_every == 0 if self.path_restart_every
+                   else tf.constant(False))
     return tf.cond((step + 1) % self.path_interval == 0,
-                   lambda: tf.cond(restart, lambda: self._restart_path(chains, seed),
-                                   lambda: self._advance_path(chains, seed)),
+                   lambda: self._advance_path(chains, seed, restart_due),
                    lambda: tf.convert_to_tensor(self.running_log_z))
 
   def _restart_path(self, chains, seed):
@@ -603,10 +601,10 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     self._record(log_z, stderr, previous, chains, self.path_interval)
     return log_z
 
-  def _advance_path(self, chains, seed):
-    """One advance of the path estimate from the parameters of the last advance to θ_t; a
-    fresh start instead where the advance leaves the populations' estimates too unequal
-    (`PATH_MIN_EFFECTIVE_POPULATIONS`)."""
+  def _advance_path(self, chains, seed, restart_due):
+    """One advance of the path estimate from the parameters of the last advance to θ_t, or a
+    fresh start (`_restart_path`) where one is due (`restart_due`, a bool tensor) or the advance
+    leaves the populations' estimates too unequal (`PATH_MIN_EFFECTIVE_POPULATIONS`)."""
     num_populations, size = self.path_populations, self.path_population_size
     previous = tf.convert_to_tensor(self.running_log_z)
     log_w = tf.reshape(tf.cast(self._path_log_weights(self.path_particles), tf.float64),
@@ -627,8 +625,9 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     # (Σ_m Ẑ_m)² / Σ_m Ẑ_m², the number of populations that carry the estimate.
     effective = tf.exp(2.0 * tf.reduce_logsumexp(path_log_z)
                        - tf.reduce_logsumexp(2.0 * path_log_z))
-    return tf.cond(effective < PATH_MIN_EFFECTIVE_POPULATIONS * num_populations,
-                   lambda: self._restart_path(chains, restart_seed), advance)
+    degenerate = effective < PATH_MIN_EFFECTIVE_POPULATIONS * num_populations
+    return tf.cond(restart_due | degenerate, lambda: self._restart_path(chains, restart_seed),
+                   advance)
 
   def _advance_with_own_estimate(self, chains, sampler_log_z):
     """The running estimate from a sampler's own unbiased log Ẑ of the step."""
