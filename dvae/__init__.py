@@ -31,6 +31,7 @@ _EXPORTS = {
     "BoltzmannMachine": "dvae.boltzmann",
     "GraphBoltzmannMachine": "dvae.boltzmann",
     "RBM": "dvae.rbm",
+    "ClampedLabelMachine": "dvae.clamped",
     "Sampler": "dvae.samplers",
     "PCD": "dvae.samplers",
     "PopulationAnnealing": "dvae.samplers",

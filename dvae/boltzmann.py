@@ -320,6 +320,10 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
     path_restart_every, path_restart_betas: every `path_restart_every`-th advance (0: never)
       starts the path afresh at θ_t from population annealing over `path_restart_betas`
       temperatures (module docstring).
+    shared_weights: variables, by name, that the machine uses instead of creating its own of
+      that name (e.g. {"w": other.w}: machines that share their couplings, as the classes of a
+      `dvae.clamped.ClampedLabelMachine` do). Not part of the config: whoever shares rebuilds
+      the sharing.
     **kwargs: `keras.layers.Layer` arguments (name, dtype, …). The dtype is float32 (the
       default) or float64; under a mixed policy (`mixed_float16`, `mixed_bfloat16`, given or
       global) the machine keeps float32 and computes in it, and its variables are read in it
@@ -344,13 +348,21 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
   (the step before's).
   """
 
+  # The names of the coupling variables (those that `dvae.clamped.ClampedLabelMachine`'s labels
+  # share); the rest of the parameters are biases.
+  COUPLINGS: tuple[str, ...] = ()
+
   def __init__(self, num_units: int, weight_decay: float = 1e-4, num_chains: int = 1000,
                num_sweeps: int = 40, sampler: str | dict | samplers.Sampler = "pcd",
                path_populations: int = 16, path_population_size: int = 128,
                path_sweeps: int = 1, path_interval: int | None = None,
                path_restart_every: int = PATH_RESTART_EVERY,
-               path_restart_betas: int = PATH_RESTART_BETAS, **kwargs):
+               path_restart_betas: int = PATH_RESTART_BETAS,
+               shared_weights: dict[str, keras.Variable] | None = None, **kwargs):
     super().__init__(**{**kwargs, "dtype": _state_dtype(kwargs.get("dtype"))})
+    # Outside Keras's and TensorFlow's tracking: the variables belong to the attributes they are
+    # assigned to, in the subclass's order.
+    object.__setattr__(self, "_shared_weights", dict(shared_weights or {}))
     self.sampler = samplers.get(sampler)
     # A sampler outside TensorFlow (dimod) keeps Keras's jit_compile="auto" from using XLA.
     self.supports_jit = self.sampler.supports_jit
@@ -388,6 +400,13 @@ class BoltzmannMachine(keras.layers.Layer, abc.ABC):
         self.num_sweeps))
     self._log_z_refresh = None
     self.log_z_estimate = {"method": "exact"}
+
+  def add_weight(self, *args, name=None, **kwargs):
+    """`keras.layers.Layer.add_weight`, or the variable of that name in `shared_weights` (tracked
+    by the attribute the subclass assigns it to)."""
+    if name in self._shared_weights:
+      return self._shared_weights[name]
+    return super().add_weight(*args, name=name, **kwargs)
 
   def _add_state(self):
     """Creates the chains and the normaliser's variables (after the subclass's parameters)."""
@@ -890,6 +909,8 @@ class GraphBoltzmannMachine(BoltzmannMachine):
   log_z, stderr = machine.update_log_z("ais", num_betas=1000, num_samples=1024, seed=[1, 2])
   ```
   """
+
+  COUPLINGS = ("couplings",)
 
   def __init__(self, graph: "networkx.Graph", weight_decay: float = 1e-4,
                num_chains: int = 1000, num_sweeps: int = 40,

@@ -94,6 +94,17 @@ def _step(model):
   return int(model.optimizer.iterations.numpy())
 
 
+def scalars(name: str, value: typing.Any) -> None:
+  """Writes `value` as the scalar `name`, or a vector (one per label, `dvae.clamped`) as the
+  scalars `name`/label_y."""
+  values = np.asarray(value, np.float64)
+  if values.ndim == 0:
+    tf.summary.scalar(name, values)
+    return
+  for label, entry in enumerate(values.reshape(-1)):
+    tf.summary.scalar(f"{name}/label_{label}", entry)
+
+
 def _finite(logs):
   return all(math.isfinite(value) for value in logs.values())
 
@@ -138,15 +149,16 @@ class Evaluation(keras.callbacks.Callback):
     model = self.model
     test = evaluation.evaluate(model, self.test_images, self.num_samples, self.batch_size,
                                conditions=self.test_conditions)
-    record = {"step": _step(model), "log_z": float(model.prior_machine.log_z.numpy()),
-              "log_z_stderr": float(model.prior_machine.log_z_stderr.numpy()),
+    # log Z: a number, or one per label under a label-conditional prior (`dvae.clamped`).
+    record = {"step": _step(model), "log_z": model.prior_machine.log_z.numpy().tolist(),
+              "log_z_stderr": model.prior_machine.log_z_stderr.numpy().tolist(),
               "val_nll": logs["val_loss"], "val_neg_elbo": logs["val_neg_elbo"],
               "test_nll": test["nll"], "test_neg_elbo": test["neg_elbo"]}
     append_record(self.history_path, record)
     with self.writer.as_default(step=record["step"]):
       for name, value in record.items():
         if name != "step":
-          tf.summary.scalar(f"eval/{name}", value)
+          scalars(f"eval/{name}", value)
     self.writer.flush()
     self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± "
              f"{record['log_z_stderr']:.3f}, val NLL {record['val_nll']:.2f}, "
@@ -252,9 +264,8 @@ class Summaries(keras.callbacks.Callback):
       tf.summary.scalar("train/kl_coefficient", model.kl_coefficient(step))
       if model.beta is not None:
         tf.summary.scalar("train/beta", model.beta)
-      tf.summary.scalar("train/running_log_z", model.prior_machine.running_log_z)
-      tf.summary.scalar("train/running_log_z_stderr",
-                        model.prior_machine.running_log_z_stderr)
+      scalars("train/running_log_z", model.prior_machine.running_log_z)
+      scalars("train/running_log_z_stderr", model.prior_machine.running_log_z_stderr)
       if "negative_phase_lag" in logs:
         tf.summary.scalar("prior/negative_phase_lag", logs["negative_phase_lag"])
       for name, value in model.prior.summaries().items():

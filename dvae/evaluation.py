@@ -105,5 +105,6 @@ def evaluate(model: "DVAE", images: np.ndarray, num_samples: int, batch_size: in
     mean_log_w.append(total / num_samples)
   return {"neg_elbo": float(-np.concatenate(mean_log_w).mean()),
           "nll": float(-(np.concatenate(log_sum) - np.log(num_samples)).mean()),
-          "log_z": float(model.prior_machine.log_z.numpy()),
-          "log_z_stderr": float(model.prior_machine.log_z_stderr.numpy())}
+          # A number, or one per label under a label-conditional prior.
+          "log_z": model.prior_machine.log_z.numpy().tolist(),
+          "log_z_stderr": model.prior_machine.log_z_stderr.numpy().tolist()}

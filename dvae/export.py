@@ -104,7 +104,7 @@ def export_model(model: DVAE, export_dir: str, overwrite: bool = False,
 
   def sample(num_images, seed, condition=None):
     condition = rows_of(condition, num_images, "the images (num_images)")
-    return decode(model.prior_machine.sample(num_images, SAMPLE_SWEEPS, seed=seed), condition)
+    return decode(model.prior_states(num_images, SAMPLE_SWEEPS, seed, condition), condition)
 
   def log_likelihood(x, k, seed, condition=None):
     condition = rows_of(condition, tf.shape(x)[0], "x")

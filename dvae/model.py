@@ -57,6 +57,7 @@ import tensorflow as tf
 
 from dvae import config, graphs, likelihoods, networks, priors, relaxations, samplers
 from dvae.boltzmann import BoltzmannMachine, GraphBoltzmannMachine
+from dvae.clamped import ClampedLabelMachine
 from dvae.rbm import RBM
 
 if typing.TYPE_CHECKING:
@@ -171,7 +172,9 @@ class DVAE(keras.Model):
     decoder: a Keras layer or model mapping [z, c] ([B, n + C]) to the likelihood's parameters
       ([B, likelihood.num_outputs(D)]).
     prior: the Boltzmann machine over the n = (number of encoders) · u latent units, a
-      `dvae.boltzmann.BoltzmannMachine` (`dvae.rbm.RBM`, `GraphBoltzmannMachine`, ...).
+      `dvae.boltzmann.BoltzmannMachine` (`dvae.rbm.RBM`, `GraphBoltzmannMachine`, ...), or a
+      `dvae.clamped.ClampedLabelMachine` whose label units are clamped to the condition (then
+      the condition is the label, one-hot, and `condition_dims` its number of classes).
     num_dims: D, the width of a data row.
     relaxation: a baseline of `dvae.config.BASELINES` (the relaxation and the bound it trains
       with, e.g. "dvaes_power", "dvaepp_exp"), a relaxation name of `BASELINE_OF_RELAXATION`
@@ -192,8 +195,9 @@ class DVAE(keras.Model):
 
   Raises:
     TypeError: hparams given in place of the parts (`from_hparams` builds from them), or a
-      prior that is not a `dvae.boltzmann.BoltzmannMachine`.
-    ValueError: a prior whose units do not split evenly over the encoders, a `num_dims` that
+      prior that is not a `dvae.boltzmann.BoltzmannMachine` or a `ClampedLabelMachine`.
+    ValueError: a prior whose units do not split evenly over the encoders, a
+      `ClampedLabelMachine` whose classes are not the condition's width, a `num_dims` that
       is not a positive integer, an unknown relaxation, a relaxation name without `beta`, or
       networks whose output widths do not fit the posterior, the prior and the likelihood.
 
@@ -231,9 +235,15 @@ class DVAE(keras.Model):
     kwargs.setdefault("name", "dvae")
     super().__init__(**kwargs)
     encoders = list(encoders) if isinstance(encoders, (list, tuple)) else [encoders]
-    if not isinstance(prior, BoltzmannMachine):
+    if not isinstance(prior, (BoltzmannMachine, ClampedLabelMachine)):
       raise TypeError(f"prior must be a dvae.boltzmann.BoltzmannMachine (an RBM, a "
-                      f"GraphBoltzmannMachine, ...), got {type(prior).__name__}")
+                      f"GraphBoltzmannMachine, ...) or a dvae.clamped.ClampedLabelMachine, got "
+                      f"{type(prior).__name__}")
+    if (isinstance(prior, ClampedLabelMachine)
+        and int(condition_dims) != prior.num_classes):
+      raise ValueError(f"a ClampedLabelMachine's condition is the label, one-hot: "
+                       f"condition_dims must be its num_classes ({prior.num_classes}), got "
+                       f"{condition_dims!r}")
     if not encoders or prior.num_units % len(encoders):
       raise ValueError(f"the prior's {prior.num_units} units must split evenly over the "
                        f"{len(encoders)} encoders (one per latent layer)")
@@ -269,11 +279,15 @@ class DVAE(keras.Model):
       setattr(self, f"encoder_{i}", encoder)
     self.decoder_net = decoder
     self.prior_machine = prior
+    self.clamped_labels = isinstance(prior, ClampedLabelMachine)
+    # The machine whose energy the bound's prior terms use: a label-conditional prior's label 0,
+    # to whose biases each example's label adds its field (`dvae.clamped`).
+    machine = prior.label_0 if self.clamped_labels else prior
     self.likelihood = likelihoods.get(likelihood)
     if self.smoothing is not None:
-      self.prior = priors.MarginalRelaxationPrior(self.prior_machine, self.smoothing)
+      self.prior = priors.MarginalRelaxationPrior(machine, self.smoothing)
     else:
-      self.prior = priors.make_prior(self.baseline, self.prior_machine, self.beta,
+      self.prior = priors.make_prior(self.baseline, machine, self.beta,
                                      num_latent_layers=self.num_latent_layers)
     # The Gaussian-integral posterior learns σ = |0.2 s| + 0.05 per unit, s initialised to 1.
     if self._shifted:
@@ -709,8 +723,12 @@ class DVAE(keras.Model):
     if num_images > num_chains:
       raise ValueError(f"generate shows the prior's {num_chains} chains; ask for at most "
                        f"{num_chains} or draw more with sample({num_images})")
-    return self.likelihood.mean(
-        self.decode(self.prior_machine.chains[:num_images], condition=condition))
+    if self.clamped_labels:
+      # Row i from label y_i's chains.
+      z = self.prior_machine.chain_states(condition[:num_images])
+    else:
+      z = self.prior_machine.chains[:num_images]
+    return self.likelihood.mean(self.decode(z, condition=condition))
 
   def sample(self, num_images: int, condition: tf.Tensor | np.ndarray | None = None,
              num_sweeps: int = 100, seed: int | Sequence[int] | tf.Tensor | None = None
@@ -728,8 +746,28 @@ class DVAE(keras.Model):
     Returns:
       [num_images, D] E[x|z, c].
     """
-    z = self.prior_machine.sample(num_images, num_sweeps, seed=seed)
-    return self.likelihood.mean(self.decode(z, condition=condition))
+    return self.likelihood.mean(self.decode(
+        self.prior_states(num_images, num_sweeps, seed, condition), condition=condition))
+
+  def prior_states(self, num_images: int | tf.Tensor, num_sweeps: int,
+                   seed: int | Sequence[int] | tf.Tensor | None = None,
+                   condition: tf.Tensor | np.ndarray | None = None) -> tf.Tensor:
+    """States z [num_images, n] of the prior: `num_sweeps` Gibbs sweeps from random states
+    (`BoltzmannMachine.sample`); under a label-conditional prior row i of p(z | y_i), the label
+    of condition row i (`ClampedLabelMachine.sample`).
+
+    Args:
+      num_images: how many states.
+      num_sweeps: Gibbs sweeps from uniformly random states.
+      seed: the draw's seed; None for a random one.
+      condition: [num_images, C] for a conditional model.
+
+    Returns:
+      [num_images, n] binary states.
+    """
+    if self.clamped_labels:
+      return self.prior_machine.sample(tf.convert_to_tensor(condition), num_sweeps, seed=seed)
+    return self.prior_machine.sample(num_images, num_sweeps, seed=seed)
 
   # --- log Z. --------------------------------------------------------------------------------
 
@@ -816,21 +854,39 @@ class DVAE(keras.Model):
     x = tf.repeat(x, k, axis=0)  # Each row repeated K times consecutively.
     if condition is not None:
       condition = tf.repeat(condition, k, axis=0)
+    log_z, offsets = self.prior_condition(log_z, condition)
     posteriors, zetas = self.encode(x, seed, training=training, condition=condition)
     log_px = self.log_likelihood(x, tf.concat(zetas, axis=-1), training=training,
                                  condition=condition)
     if self.trains_iw:
       log_q = tf.add_n([tf.reduce_sum(q.log_prob(zeta), axis=-1)
                         for q, zeta in zip(posteriors, zetas)])
-      kl = log_q - self.prior.log_prob(tf.concat(zetas, axis=-1), log_z)
+      kl = log_q - self.prior.log_prob(tf.concat(zetas, axis=-1), log_z, offsets)
       log_w = tf.reshape(log_px - kl_coeff * kl, [-1, k])
       weights = tf.stop_gradient(tf.nn.softmax(log_w, axis=-1))
       bound = tf.reduce_sum(weights * log_w, axis=-1)
     else:
-      kl = self.prior.kl(posteriors, zetas, log_z)
+      kl = self.prior.kl(posteriors, zetas, log_z, offsets)
       bound = tf.reduce_mean(tf.reshape(log_px - kl_coeff * kl, [-1, k]), axis=-1)
     per_example = lambda value: tf.reduce_mean(tf.reshape(value, [-1, k]), axis=-1)
     return {"bound": bound, "reconstruction": -per_example(log_px), "kl": per_example(kl)}
+
+  def prior_condition(self, log_z: tf.Tensor, condition: tf.Tensor | None
+                      ) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """log Z and the bias fields as the prior terms of examples with `condition` take them.
+
+    Args:
+      log_z: the prior's log Z: a scalar, or under a `ClampedLabelMachine` one per label [K].
+      condition: [B, C] rows, or None.
+
+    Returns:
+      (log_z, offsets): unchanged and None, or under a label-conditional prior each example's
+      label's log Z [B] and field a_i = b_{y_i} − b_0 [B, n] (`dvae.clamped`).
+    """
+    if not self.clamped_labels:
+      return log_z, None
+    machine = self.prior_machine
+    return machine.per_example(log_z, condition), machine.offsets(condition)
 
   def weight_decay(self) -> tf.Tensor:
     """The networks' regularization losses (`model.losses`; the paper's MLPs: 1e-4 · ½‖θ‖²
@@ -888,6 +944,8 @@ class DVAE(keras.Model):
                         ("weight_decay", decay * tf.ones_like(weights))):
       self._trackers[name].update_state(value, sample_weight=weights)
     machine = self.prior_machine
+    if self.clamped_labels:
+      log_z = machine.per_example(log_z, condition)
     for name, value in (("log_z", log_z), ("log_z_stderr", machine.running_log_z_stderr),
                         ("negative_phase_lag", machine.negative_phase_lag)):
       self._trackers[name].update_state(value)
@@ -921,8 +979,9 @@ class DVAE(keras.Model):
     log_q = tf.add_n([tf.reduce_sum(q.discrete().log_prob(sample), axis=-1)
                       for q, sample in zip(posteriors, z)])
     z = tf.concat(z, axis=-1)
-    log_w = (self.log_likelihood(x, z, condition=condition) + self.prior.discrete_log_prob(z)
-             - log_q)
+    log_z, offsets = self.prior_condition(self.prior_machine.current_log_z(), condition)
+    log_w = (self.log_likelihood(x, z, condition=condition)
+             + self.prior.discrete_log_prob(z, log_z, offsets) - log_q)
     return tf.reshape(log_w, [-1, num_samples])
 
   def test_step(self, data: typing.Any) -> dict[str, tf.Tensor]:

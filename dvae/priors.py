@@ -24,7 +24,12 @@ of the graph are its update blocks). Rolfe's KL gradients and the Gaussian integ
 for the bipartite split (W's two sides, W's singular values) and are refused for graphs
 (`dvae.config.graph_prior_refusal`).
 
-log Z is never computed here: the bound's terms take it as a scalar tensor from the caller, who
+A label-conditional prior (`dvae.clamped.ClampedLabelMachine`) adds to the biases of each
+example's machine a field a [B, N] (`offsets`): −E(z) becomes −E(z) + aᵀz in every term, and log Z
+is that example's label's.
+
+log Z is never computed here: the bound's terms take it as a scalar tensor (or one per example)
+from the caller, who
 gives it the running estimate as value and the sampler's surrogate gradient
 (`dvae.boltzmann.BoltzmannMachine.train_log_z`); the discrete log p(z) reads the machine's
 `current_log_z()` unless given one.
@@ -96,12 +101,15 @@ class BoltzmannPrior:
     joined = tf.concat(per_layer, axis=-1)
     return tf.split(joined, [self.machine.num_left, self.machine.num_right], axis=-1)
 
-  def discrete_log_prob(self, z: tf.Tensor, log_z: tf.Tensor | None = None) -> tf.Tensor:
-    """log p(z) = −E(z) − log Z.
+  def discrete_log_prob(self, z: tf.Tensor, log_z: tf.Tensor | None = None,
+                        offsets: tf.Tensor | None = None) -> tf.Tensor:
+    """log p(z) = −E(z) + aᵀz − log Z.
 
     Args:
       z: [B, n] states (binary, or any real vector).
-      log_z: the machine's log Z; by default its `current_log_z()`, never a stale value.
+      log_z: the machine's log Z, a scalar or [B]; by default its `current_log_z()`, never a
+        stale value.
+      offsets: a [B, n], fields added to the biases (a label's, `dvae.clamped`); None for none.
 
     Returns:
       [B] log p(z), in the machine's dtype.
@@ -112,11 +120,14 @@ class BoltzmannPrior:
     if log_z is None:
       log_z = self.machine.current_log_z()
     neg_energy = -self.machine.energy(z)
+    if offsets is not None:
+      neg_energy += tf.reduce_sum(tf.cast(z, neg_energy.dtype) * offsets, axis=-1)
     return neg_energy - tf.cast(log_z, neg_energy.dtype)
 
-  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
+  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor,
+               offsets: tf.Tensor | None = None) -> tf.Tensor:
     """The discrete log p(z) at z = ζ [B, n] → [B]; these priors have no relaxed density."""
-    return self.discrete_log_prob(zeta, log_z)
+    return self.discrete_log_prob(zeta, log_z, offsets)
 
   def summaries(self) -> dict[str, tf.Tensor | float]:
     """Scalars worth watching during training, by name: the sampler's (see
@@ -148,20 +159,23 @@ class AnalyticKLPrior(BoltzmannPrior):
   noise).
   """
 
-  def cross_entropy(self, q: tf.Tensor, means: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
-    """−E_q[log p(z)] = −bᵀq − Σ_{(i,j)∈E, i<j} J_ij m_i q_j + log Z with m = E[z|ζ] → [B]."""
+  def cross_entropy(self, q: tf.Tensor, means: tf.Tensor, log_z: tf.Tensor,
+                    offsets: tf.Tensor | None = None) -> tf.Tensor:
+    """−E_q[log p(z)] = −(b + a)ᵀq − Σ_{(i,j)∈E, i<j} J_ij m_i q_j + log Z with m = E[z|ζ] → [B]."""
     machine = self.machine
-    return (-tf.reduce_sum(q * machine.biases, axis=-1) - machine.pairwise(means, q)
+    biases = machine.biases if offsets is None else machine.biases + offsets
+    return (-tf.reduce_sum(q * biases, axis=-1) - machine.pairwise(means, q)
             + tf.cast(log_z, q.dtype))
 
   def kl(self, posteriors: list[tfd.Distribution], zetas: list[tf.Tensor],
-         log_z: tf.Tensor) -> tf.Tensor:
+         log_z: tf.Tensor, offsets: tf.Tensor | None = None) -> tf.Tensor:
     """Per-example KL(q ‖ p).
 
     Args:
       posteriors: one relaxed posterior (`dvae.relaxations.posterior`) per latent layer.
       zetas: one ζ sample [B, units] per latent layer.
-      log_z: the machine's log Z.
+      log_z: the machine's log Z, a scalar or [B].
+      offsets: a [B, n], fields added to the biases (`discrete_log_prob`); None for none.
 
     Returns:
       [B] KL estimates.
@@ -175,7 +189,7 @@ class AnalyticKLPrior(BoltzmannPrior):
                          for posterior, zeta in zip(posteriors, zetas)], axis=-1)
     entropy = tf.add_n([tf.reduce_sum(_bernoulli_entropy(layer_logits), axis=-1)
                         for layer_logits in logits])
-    return self.cross_entropy(q, means, log_z) - entropy
+    return self.cross_entropy(q, means, log_z, offsets) - entropy
 
 
 class RolfeKLPrior(AnalyticKLPrior):
@@ -209,9 +223,9 @@ class RolfeKLPrior(AnalyticKLPrior):
   """
 
   def kl(self, posteriors: list[tfd.Distribution], zetas: list[tf.Tensor],
-         log_z: tf.Tensor) -> tf.Tensor:
+         log_z: tf.Tensor, offsets: tf.Tensor | None = None) -> tf.Tensor:
     """Per-example KL estimate [B] whose gradient is Rolfe's (arguments as for
-    `AnalyticKLPrior.kl`)."""
+    `AnalyticKLPrior.kl`; the offsets a join h)."""
     logits = tf.clip_by_value(tf.concat([posterior.logits for posterior in posteriors], -1),
                               -MAX_LOGIT, MAX_LOGIT)
     l1, l2 = self.split([logits])
@@ -219,16 +233,20 @@ class RolfeKLPrior(AnalyticKLPrior):
     z1, _ = self.split([tf.stop_gradient(posterior.conditional_probs(zeta))
                         for posterior, zeta in zip(posteriors, zetas)])
     rbm = self.machine
+    b1, b2 = rbm.b1, rbm.b2
+    if offsets is not None:
+      offsets1, offsets2 = self.split([offsets])
+      b1, b2 = b1 + offsets1, b2 + offsets2
     jump = (1.0 - z1) / (1.0 - tf.minimum(q1, 0.999))
-    coefficients1 = l1 - rbm.b1 - jump * tf.matmul(q2, rbm.w, transpose_b=True)
-    coefficients2 = l2 - rbm.b2 - tf.matmul(z1, rbm.w)
+    coefficients1 = l1 - b1 - jump * tf.matmul(q2, rbm.w, transpose_b=True)
+    coefficients2 = l2 - b2 - tf.matmul(z1, rbm.w)
     encoder_surrogate = (
         tf.reduce_sum(tf.stop_gradient(coefficients1) * q1, axis=-1)
         + tf.reduce_sum(tf.stop_gradient(coefficients2) * q2, axis=-1))
     entropy = tf.reduce_sum(_bernoulli_entropy(logits), axis=-1)
     q = tf.stop_gradient(tf.concat([q1, q2], axis=-1))
-    value = (self.cross_entropy(q, tf.concat([z1, q[:, rbm.num_left:]], axis=-1), log_z)
-             - tf.stop_gradient(entropy))
+    value = (self.cross_entropy(q, tf.concat([z1, q[:, rbm.num_left:]], axis=-1), log_z,
+                                offsets) - tf.stop_gradient(entropy))
     return value + encoder_surrogate - tf.stop_gradient(encoder_surrogate)
 
 
@@ -244,12 +262,12 @@ class RelaxedPrior(BoltzmannPrior):
     return True
 
   def kl(self, posteriors: list[tfd.Distribution], zetas: list[tf.Tensor],
-         log_z: tf.Tensor) -> tf.Tensor:
+         log_z: tf.Tensor, offsets: tf.Tensor | None = None) -> tf.Tensor:
     """log q(ζ|x) − log p(ζ) per example [B], ζ the concatenated per-layer samples (arguments
     as for `AnalyticKLPrior.kl`)."""
     log_q = tf.add_n([tf.reduce_sum(posterior.log_prob(zeta), axis=-1)
                       for posterior, zeta in zip(posteriors, zetas)])
-    return log_q - self.log_prob(tf.concat(zetas, axis=-1), log_z)
+    return log_q - self.log_prob(tf.concat(zetas, axis=-1), log_z, offsets)
 
 
 class MarginalRelaxationPrior(RelaxedPrior):
@@ -281,10 +299,13 @@ class MarginalRelaxationPrior(RelaxedPrior):
     super().__init__(machine)
     self.smoothing = smoothing
 
-  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
-    """Mean-field log p(ζ) for ζ [B, n] → [B]."""
+  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor,
+               offsets: tf.Tensor | None = None) -> tf.Tensor:
+    """Mean-field log p(ζ) for ζ [B, n] → [B]; `offsets` a [B, n] join the field b(ζ)."""
     log_r0 = self.smoothing.log_prob(zeta)
     field = self.smoothing.log_prob(1.0 - zeta) - log_r0
+    if offsets is not None:
+      field += tf.cast(offsets, field.dtype)
     logits = self.machine.mean_field_logits(field, MEAN_FIELD_ITERATIONS)
     means = tf.sigmoid(logits)
     neg_energy = (-self.machine.energy(means) + tf.reduce_sum(field * means, axis=-1)
@@ -336,14 +357,17 @@ class GaussianIntegralPrior(RelaxedPrior):
     return tf.maximum(tf.cast(self.beta, min_eigenvalue.dtype),
                       GI_EIGENVALUE_MARGIN + tf.maximum(0.0, -min_eigenvalue))
 
-  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor) -> tf.Tensor:
-    """log p(ζ) for ζ [B, n] → [B]."""
+  def log_prob(self, zeta: tf.Tensor, log_z: tf.Tensor,
+               offsets: tf.Tensor | None = None) -> tf.Tensor:
+    """log p(ζ) for ζ [B, n] → [B]; `offsets` a [B, n] join the biases."""
     rbm = self.machine
     lam = self.lam()
     zeta1, zeta2 = self.split([zeta])
     precision_zeta = tf.concat([lam * zeta1 + tf.matmul(zeta2, rbm.w, transpose_b=True),
                                 lam * zeta2 + tf.matmul(zeta1, rbm.w)], axis=-1)
     bias = tf.concat([rbm.b1, rbm.b2], axis=0)
+    if offsets is not None:
+      bias += offsets
     # Summing −½ζ_i u_i + softplus(u_i + a_i − λ/2) unit by unit keeps the two O(λ) parts of
     # each unit together, so their cancellation happens before the sum over units.
     per_unit = -0.5 * zeta * precision_zeta + tf.nn.softplus(precision_zeta + bias - 0.5 * lam)

@@ -198,6 +198,8 @@ class RBM(BoltzmannMachine):
   exact zero-parameter value (n1 + n2) log 2) and `log_z_stderr`, the evaluation estimate.
   """
 
+  COUPLINGS = ("w",)
+
   def __init__(self, num_left: int, num_right: int, weight_decay: float = 1e-4,
                num_chains: int = 1000, num_sweeps: int = 40,
                sampler: str | dict | samplers.Sampler = "pcd", **kwargs):

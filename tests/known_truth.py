@@ -5,6 +5,7 @@ import keras
 import numpy as np
 from scipy.special import logsumexp
 
+from dvae.clamped import ClampedLabelMachine
 from dvae.model import DVAE
 from dvae.rbm import RBM
 
@@ -74,15 +75,31 @@ def bernoulli_baseline(train, test):
   return (test * np.log(p) + (1 - test) * np.log1p(-p)).sum(-1)
 
 
-def small_dvae(num_dims, likelihood, condition_dims=0, seed=0, units=2, hidden=32):
-  """A DVAE# (power relaxation, β = 30) with an RBM of 2·units units, composed from Dense layers."""
+class LatentsOnly(keras.layers.Layer):
+  """The first `width` columns of its input: a decoder's first layer that ignores the condition."""
+
+  def __init__(self, width, **kwargs):
+    super().__init__(**kwargs)
+    self.width = width
+
+  def call(self, inputs):
+    return inputs[:, :self.width]
+
+
+def small_dvae(num_dims, likelihood, condition_dims=0, seed=0, units=2, hidden=32,
+               clamped_labels=False, decoder_sees_condition=True):
+  """A DVAE# (power relaxation, β = 30) with an RBM of 2·units units, composed from Dense layers;
+  with `clamped_labels` the RBM's biases are the label's (`ClampedLabelMachine`, the condition a
+  one-hot label), and without `decoder_sees_condition` the decoder sees z alone."""
   init = lambda i: keras.initializers.GlorotUniform(seed + i)
   encoder = keras.Sequential([keras.layers.Dense(hidden, "tanh", kernel_initializer=init(0)),
                               keras.layers.Dense(2 * units, kernel_initializer=init(1))])
-  decoder = keras.Sequential([
+  decoder = keras.Sequential(([] if decoder_sees_condition else [LatentsOnly(2 * units)]) + [
       keras.layers.Dense(hidden, "tanh", kernel_initializer=init(2)),
       keras.layers.Dense(likelihood.num_outputs(num_dims), kernel_initializer=init(3))])
   prior = RBM(units, units, num_chains=100, num_sweeps=5)
+  if clamped_labels:
+    prior = ClampedLabelMachine(prior, condition_dims)
   return DVAE(encoder, decoder, prior, num_dims, relaxation="power", beta=30.0,
               likelihood=likelihood, condition_dims=condition_dims, seed=seed)
 
