@@ -23,14 +23,14 @@ class ReadmeTest(tf.test.TestCase):
   def test_library_section_shows_composition_likelihoods_condition_and_conv(self):
     text = "\n".join(library_blocks())
     for needle in ("DVAE.from_hparams", "DVAE(encoders=", "likelihoods.Gaussian()",
-                   "likelihoods.Categorical(4)", "condition_dims=10", "Conv2D", ".evaluate(",
+                   "likelihoods.Categorical(4)", "condition_dims=10", "ClampedLabelMachine(", "Conv2D", ".evaluate(",
                    "load_model"):
       self.assertIn(needle, text)
 
   @pytest.mark.slow  # about 1 minute alone, 4 on the shared CPUs
   def test_library_code_blocks_run(self):
     blocks = library_blocks()
-    self.assertLen(blocks, 5)
+    self.assertLen(blocks, 6)
     cwd = os.getcwd()
     os.chdir(self.get_temp_dir())
     try:
