@@ -23,8 +23,8 @@ class ReadmeTest(tf.test.TestCase):
   def test_library_section_shows_composition_likelihoods_condition_and_conv(self):
     text = "\n".join(library_blocks())
     for needle in ("DVAE.from_hparams", "DVAE(encoders=", "likelihoods.Gaussian()",
-                   "likelihoods.Categorical(4)", "condition_dims=10", "ClampedLabelMachine(", "Conv2D", ".evaluate(",
-                   "load_model"):
+                   "likelihoods.Categorical(4)", "condition_dims=10", "ClampedLabelMachine(",
+                   "Conv2D", ".evaluate(", "load_model"):
       self.assertIn(needle, text)
 
   @pytest.mark.slow  # about 1 minute alone, 4 on the shared CPUs
