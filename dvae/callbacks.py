@@ -105,6 +105,13 @@ def scalars(name: str, value: typing.Any) -> None:
     tf.summary.scalar(f"{name}/label_{label}", entry)
 
 
+def _numbers(value):
+  """A number with 3 decimals, or a list of them (one per label, `dvae.clamped`)."""
+  if isinstance(value, list):
+    return "[" + ", ".join(f"{entry:.3f}" for entry in value) + "]"
+  return f"{value:.3f}"
+
+
 def _finite(logs):
   return all(math.isfinite(value) for value in logs.values())
 
@@ -160,8 +167,8 @@ class Evaluation(keras.callbacks.Callback):
         if name != "step":
           scalars(f"eval/{name}", value)
     self.writer.flush()
-    self.log(f"step {record['step']}: log Z {record['log_z']:.3f} ± "
-             f"{record['log_z_stderr']:.3f}, val NLL {record['val_nll']:.2f}, "
+    self.log(f"step {record['step']}: log Z {_numbers(record['log_z'])} ± "
+             f"{_numbers(record['log_z_stderr'])}, val NLL {record['val_nll']:.2f}, "
              f"test NLL {record['test_nll']:.2f}")
 
 
